@@ -1,0 +1,33 @@
+# Conveyor: `make run` brings everything up, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-requirements
+
+.PHONY: run test setup services venv lint
+
+run: setup
+	DJANGO_SETTINGS_MODULE=config.settings.local $(BIN)/python manage.py ensure_local_admin
+	@echo "Web http://127.0.0.1:8000/jobs/  Admin http://127.0.0.1:8000/admin/  Flower http://127.0.0.1:5555/"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
+
+test: setup
+	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python manage.py ensure_services
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+setup: services
+	DJANGO_SETTINGS_MODULE=config.settings.local $(BIN)/python manage.py migrate --noinput
+	DJANGO_SETTINGS_MODULE=config.settings.local $(BIN)/python manage.py collectstatic --noinput --verbosity 0
+
+services: venv
+	DJANGO_SETTINGS_MODULE=config.settings.local $(BIN)/python manage.py ensure_services
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .

@@ -1,0 +1,207 @@
+"""The JSON API under /api/: submit, read, list and act on jobs; list kinds.
+
+Every answer is JSON. Errors are {"error": "...", "fields": {...}} with a status that says what
+was wrong; nothing a client sends can produce an HTML page or a 500.
+"""
+import functools
+import json
+import logging
+import uuid
+from collections.abc import Callable
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+
+from apps.jobs import selectors, services
+from apps.jobs.errors import ActionNotAllowed, IdempotencyKeyReused, JobParamsInvalid, UnknownKind
+from apps.jobs.models import Job
+from apps.jobs.presenters import job_json, kind_json
+from apps.jobs.registry import kinds_all
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, fields: dict | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.fields, self.headers = status, message, fields or {}, headers or {}
+
+
+def error_response(status: int, message: str, fields: dict | None = None, headers: dict | None = None) -> JsonResponse:
+    response = JsonResponse({"error": message, "fields": fields or {}}, status=status)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def _authenticate(request: HttpRequest) -> None:
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "Send the token as 'Authorization: Bearer <token>'.")
+        user = selectors.api_token_user(token=token.strip())
+        if user is None:
+            raise ApiError(401, "The API token is not valid. Create one with `python manage.py create_token USERNAME`.")
+        request.user = user
+        return
+    if not request.user.is_authenticated:
+        raise ApiError(401, "Authentication required: sign in, or send 'Authorization: Bearer <token>'.")
+    # A browser session is open to cross-site forgery; a bearer token is not.
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        rejected = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
+        if rejected is not None:
+            raise ApiError(403, "CSRF check failed: send the X-CSRFToken header with a session-authenticated request.")
+
+
+def api_endpoint(*methods: str) -> Callable:
+    """Method check, authentication and error mapping shared by every endpoint."""
+
+    def decorator(view: Callable) -> Callable:
+        @csrf_exempt
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            try:
+                if request.method not in methods:
+                    raise ApiError(
+                        405, f"Method {request.method} is not allowed here; use {', '.join(methods)}.",
+                        headers={"Allow": ", ".join(methods)},
+                    )
+                _authenticate(request)
+                return view(request, *args, **kwargs)
+            except ApiError as exc:
+                return error_response(exc.status, exc.message, exc.fields, exc.headers)
+            except RequestDataTooBig:
+                return error_response(
+                    413, f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
+                )
+
+        return wrapper
+
+    return decorator
+
+
+def _json_body(request: HttpRequest) -> dict:
+    content_type = request.content_type or ""
+    if content_type != "application/json":
+        raise ApiError(415, f"Send JSON with 'Content-Type: application/json' (got {content_type or 'none'!r}).")
+    try:
+        body = json.loads(request.body or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"The body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "The body must be a JSON object.")
+    return body
+
+
+def _job_for(request: HttpRequest, job_id: uuid.UUID) -> Job:
+    job = selectors.jobs_visible_to(user=request.user).filter(id=job_id).first()
+    if job is None:
+        raise ApiError(404, f"No job {job_id} that you can see.")
+    return job
+
+
+def _job_response(job: Job, status: int) -> JsonResponse:
+    return JsonResponse(job_json(job=job, task_result=selectors.job_task_result(job=job), detail=True), status=status)
+
+
+@api_endpoint("GET", "POST")
+def jobs(request: HttpRequest) -> JsonResponse:
+    return _jobs_submit(request) if request.method == "POST" else _jobs_list(request)
+
+
+def _jobs_submit(request: HttpRequest) -> JsonResponse:
+    body = _json_body(request)
+    kind, params, key = body.get("kind"), body.get("params", {}), body.get("idempotency_key")
+    if not isinstance(kind, str) or not kind:
+        raise ApiError(400, "Name the job kind in 'kind'; GET /api/kinds/ lists them.", {"kind": ["Required."]})
+    if not isinstance(params, dict):
+        raise ApiError(400, "'params' must be a JSON object.", {"params": ["Must be an object."]})
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
+        raise ApiError(400, "'idempotency_key' must be a string of 1 to 200 characters.", {"idempotency_key": ["Invalid."]})
+    try:
+        job, created = services.job_submit(
+            kind=kind, params=params, submitted_by=request.user, idempotency_key=key, trace_id=request.request_id
+        )
+    except UnknownKind as exc:
+        raise ApiError(400, str(exc), {"kind": [str(exc)]}) from None
+    except JobParamsInvalid as exc:
+        raise ApiError(400, "The job's parameters are not valid.", exc.errors) from None
+    except IdempotencyKeyReused as exc:
+        raise ApiError(409, str(exc), {"idempotency_key": [str(exc)]}) from None
+    response = _job_response(job, status=202 if created else 200)
+    response["Location"] = reverse("api:job", args=[job.id])
+    return response
+
+
+def _jobs_list(request: HttpRequest) -> JsonResponse:
+    status, kind = request.GET.get("status", ""), request.GET.get("kind", "")
+    if status and status not in Job.Status.values:
+        raise ApiError(400, f"Unknown status {status!r}; use one of {', '.join(Job.Status.values)}.", {"status": ["Unknown."]})
+    try:
+        page = int(request.GET.get("page", 1))
+        page_size = int(request.GET.get("page_size", settings.CONVEYOR_PAGE_SIZE))
+    except ValueError:
+        raise ApiError(400, "'page' and 'page_size' must be whole numbers.") from None
+    if page < 1 or not 1 <= page_size <= settings.CONVEYOR_API_MAX_PAGE_SIZE:
+        raise ApiError(400, f"'page' starts at 1; 'page_size' is 1 to {settings.CONVEYOR_API_MAX_PAGE_SIZE}.")
+    found = selectors.jobs_filtered(user=request.user, status=status, kind=kind)
+    # One row past the page tells whether another page exists, without counting the table.
+    rows = list(found[(page - 1) * page_size : page * page_size + 1])
+    return JsonResponse(
+        {
+            "results": [job_json(job=job) for job in rows[:page_size]],
+            "page": page,
+            "page_size": page_size,
+            "has_next": len(rows) > page_size,
+        }
+    )
+
+
+@api_endpoint("GET")
+def job_detail(request: HttpRequest, job_id: uuid.UUID) -> JsonResponse:
+    return _job_response(_job_for(request, job_id), status=200)
+
+
+@api_endpoint("POST")
+def job_retry(request: HttpRequest, job_id: uuid.UUID) -> JsonResponse:
+    return _job_action(request, job_id, services.job_retry)
+
+
+@api_endpoint("POST")
+def job_cancel(request: HttpRequest, job_id: uuid.UUID) -> JsonResponse:
+    return _job_action(request, job_id, services.job_cancel)
+
+
+def _job_action(request: HttpRequest, job_id: uuid.UUID, action: Callable[..., Job]) -> JsonResponse:
+    job = _job_for(request, job_id)
+    try:
+        job = action(job=job)
+    except ActionNotAllowed as exc:
+        raise ApiError(409, str(exc)) from None
+    return _job_response(job, status=200)
+
+
+@api_endpoint("GET")
+def kinds(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"results": [kind_json(kind=kind) for kind in kinds_all()]})
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return error_response(404, f"Nothing at {request.path}.")
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return error_response(500, "Internal error; it has been logged.")
+    from django.views.defaults import server_error as html_server_error
+
+    return html_server_error(request)

@@ -1,0 +1,35 @@
+"""Exceptions job kinds raise to say how a failure should be treated, and those services raise."""
+from django.forms import Form
+
+
+class TransientJobError(Exception):
+    """A failure worth retrying with backoff (a timeout, a 503, a lock held elsewhere)."""
+
+
+class PermanentJobError(Exception):
+    """A failure that no retry can fix; the job fails at once with this message."""
+
+
+class JobCancelled(Exception):
+    """Raised inside an interruptible job when an operator cancelled it while it ran."""
+
+
+class UnknownKind(Exception):
+    pass
+
+
+class JobParamsInvalid(Exception):
+    """The kind's form rejected the params; `form` is the bound form, `errors` maps fields to messages."""
+
+    def __init__(self, form: Form):
+        super().__init__("The job's parameters are not valid.")
+        self.form = form
+        self.errors = {name: [str(message) for message in messages] for name, messages in form.errors.items()}
+
+
+class IdempotencyKeyReused(Exception):
+    """The same idempotency key was sent before with a different kind or params."""
+
+
+class ActionNotAllowed(Exception):
+    """An operator action does not apply to the job in its current state."""

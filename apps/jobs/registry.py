@@ -1,0 +1,61 @@
+"""The job kinds registry: what each kind runs, how its input is validated, where and how it retries."""
+from dataclasses import dataclass, field
+
+from celery import Task
+from django import forms
+
+from apps.jobs.errors import TransientJobError, UnknownKind
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Which errors are worth retrying, and how long to wait: full jitter in [0, min(cap, base * 2**n)]."""
+
+    transient: tuple[type[BaseException], ...] = (TransientJobError,)
+    max_retries: int = 5
+    backoff_base: float = 1.0
+    backoff_cap: float = 600.0
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    task: Task
+    form: type[forms.Form]
+    title: str
+    description: str = ""
+    queue: str = "default"
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Seconds; None means the global CELERY_TASK_SOFT_TIME_LIMIT / CELERY_TASK_TIME_LIMIT.
+    soft_time_limit: int | None = None
+    time_limit: int | None = None
+    # An interruptible kind checks for cancellation each time it reports progress.
+    interruptible: bool = False
+
+
+_kinds: dict[str, JobKind] = {}
+
+
+def kind_register(kind: JobKind) -> JobKind:
+    if kind.name in _kinds and _kinds[kind.name] != kind:
+        raise ValueError(f"Job kind {kind.name!r} is registered twice.")
+    _kinds[kind.name] = kind
+    return kind
+
+
+def kind_get(name: str) -> JobKind:
+    try:
+        return _kinds[name]
+    except KeyError:
+        raise UnknownKind(f"Unknown job kind {name!r}. Known kinds: {', '.join(sorted(_kinds))}.") from None
+
+
+def kinds_all() -> list[JobKind]:
+    return sorted(_kinds.values(), key=lambda kind: kind.name)
+
+
+def kind_for_task(task_name: str) -> JobKind:
+    for kind in _kinds.values():
+        if kind.task.name == task_name:
+            return kind
+    raise UnknownKind(f"No job kind runs task {task_name!r}.")

@@ -1,0 +1,106 @@
+"""The job task class every kind's Celery task uses: it owns the life of one attempt.
+
+A kind's task function receives a JobRun (params, progress) and returns a small JSON result.
+The class turns what happens into job state: success, a transient error retried with backoff
+through RabbitMQ's delayed delivery, or a failure whose message is dead-lettered.
+"""
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from django.conf import settings
+
+from apps.jobs import services
+from apps.jobs.errors import JobCancelled
+from apps.jobs.models import Job
+from apps.jobs.registry import JobKind, kind_for_task
+from config import broker
+
+logger = logging.getLogger(__name__)
+
+
+class PoisonMessage(Exception):
+    """The job's message was delivered too often without finishing: its worker keeps dying."""
+
+
+@dataclass
+class JobRun:
+    """What a kind's task sees of its job."""
+
+    job: Job
+    kind: JobKind
+
+    @property
+    def params(self) -> dict:
+        return self.job.params
+
+    @property
+    def attempt(self) -> int:
+        return self.job.attempts
+
+    def progress(self, percent: float, message: str = "") -> None:
+        """Report progress (0-100); in an interruptible kind, raises JobCancelled if cancelled."""
+        try:
+            services.job_progress_report(job=self.job, percent=int(percent), message=message)
+        except JobCancelled:
+            if self.kind.interruptible:
+                raise
+
+
+def message_deliveries(request: Any) -> int:
+    """How many times RabbitMQ delivered this message before (quorum queues' x-delivery-count)."""
+    return int(vars(request).get("x-delivery-count") or 0)
+
+
+class JobTask(Task):
+    # Celery would otherwise retry by re-running inside the worker; our retries wait in RabbitMQ.
+    autoretry_for = ()
+    typing = False
+
+    def __call__(self, job_id: str) -> Any:
+        kind = kind_for_task(self.name)
+        job = services.job_start(job_id=job_id, worker=self.request.hostname or "")
+        if job is None:
+            # A duplicate message of a finished or cancelled job: acknowledge it, store nothing.
+            raise Ignore()
+        deliveries = message_deliveries(self.request)
+        if deliveries >= settings.CONVEYOR_DELIVERY_LIMIT:
+            error = (
+                f"The worker running this job died {deliveries} times (killed or out of memory); "
+                "its message was dead-lettered instead of being run again."
+            )
+            services.job_fail(job=job, error=error)
+            raise PoisonMessage(error)
+        try:
+            result = self.run(JobRun(job=job, kind=kind))
+        except JobCancelled:
+            services.job_cancelled_while_running(job=job)
+            self.backend.mark_as_revoked(job_id, "cancelled", request=self.request)
+            raise Ignore() from None
+        except kind.retry.transient as exc:
+            self._retry_or_fail(job=job, kind=kind, exc=exc)
+        except SoftTimeLimitExceeded as exc:
+            limit = kind.soft_time_limit or settings.CELERY_TASK_SOFT_TIME_LIMIT
+            services.job_fail(job=job, error=f"The job ran longer than its time limit of {limit} seconds.")
+            raise exc
+        except Exception as exc:
+            services.job_fail(job=job, error=_describe(exc))
+            raise
+        services.job_succeed(job=job)
+        return result
+
+    def _retry_or_fail(self, *, job: Job, kind: JobKind, exc: BaseException) -> None:
+        retries = self.request.retries
+        if retries >= kind.retry.max_retries:
+            services.job_fail(job=job, error=f"Gave up after {retries + 1} attempts. Last error: {_describe(exc)}")
+            raise exc
+        delay = services.backoff_delay(policy=kind.retry, retries=retries)
+        services.job_retry_later(job=job, error=_describe(exc), delay=delay)
+        raise self.retry(exc=exc, countdown=delay, max_retries=None, queue=broker.job_queue(kind.queue))
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

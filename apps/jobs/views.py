@@ -1,0 +1,97 @@
+"""Job pages: list, pick a kind, submit its form, watch one job; retry and cancel buttons."""
+import uuid
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from apps.jobs import selectors, services
+from apps.jobs.errors import ActionNotAllowed, IdempotencyKeyReused, JobParamsInvalid, UnknownKind
+from apps.jobs.models import Job
+from apps.jobs.presenters import job_json
+from apps.jobs.registry import JobKind, kind_get, kinds_all
+
+
+def _kind_or_404(name: str) -> JobKind:
+    try:
+        return kind_get(name)
+    except UnknownKind as exc:
+        raise Http404(str(exc)) from None
+
+
+def _job_or_404(request: HttpRequest, job_id: uuid.UUID) -> Job:
+    job = selectors.jobs_visible_to(user=request.user).filter(id=job_id).first()
+    if job is None:
+        raise Http404("No such job.")
+    return job
+
+
+@login_required
+def job_list(request: HttpRequest) -> HttpResponse:
+    status, kind = request.GET.get("status", ""), request.GET.get("kind", "")
+    jobs = selectors.jobs_filtered(user=request.user, status=status, kind=kind)
+    page = Paginator(jobs, per_page=settings.CONVEYOR_PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {"page": page, "statuses": Job.Status, "kinds": kinds_all(), "status": status, "kind": kind}
+    return render(request, "jobs/list.html", context)
+
+
+@login_required
+def job_kind_pick(request: HttpRequest) -> HttpResponse:
+    return render(request, "jobs/new.html", {"kinds": kinds_all()})
+
+
+@login_required
+def job_new(request: HttpRequest, kind: str) -> HttpResponse:
+    job_kind = _kind_or_404(kind)
+    form = job_kind.form()
+    if request.method == "POST":
+        try:
+            job, _ = services.job_submit(
+                kind=kind,
+                params=request.POST,
+                files=request.FILES,
+                submitted_by=request.user,
+                trace_id=request.request_id,
+            )
+        except JobParamsInvalid as exc:
+            form = exc.form
+        except IdempotencyKeyReused as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, "Job submitted.")
+            return redirect("jobs:detail", job_id=job.id)
+    return render(request, "jobs/form.html", {"kind": job_kind, "form": form})
+
+
+@login_required
+def job_detail(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    job = _job_or_404(request, job_id)
+    data = job_json(job=job, task_result=selectors.job_task_result(job=job), detail=True)
+    return render(request, "jobs/detail.html", {"job": job, "data": data, "kind": kind_get(job.kind)})
+
+
+@login_required
+@require_POST
+def job_retry(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    return _job_action(request, job_id, services.job_retry, "Job queued again.")
+
+
+@login_required
+@require_POST
+def job_cancel(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    return _job_action(request, job_id, services.job_cancel, "Job cancelled.")
+
+
+def _job_action(request: HttpRequest, job_id: uuid.UUID, action, done: str) -> HttpResponse:
+    job = _job_or_404(request, job_id)
+    try:
+        action(job=job)
+    except ActionNotAllowed as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, done)
+    return redirect("jobs:detail", job_id=job.id)

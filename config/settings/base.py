@@ -1,0 +1,175 @@
+"""Settings shared by every environment; every value is read from the environment through `env`."""
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+# A .env file at the repository root is optional; real environment variables win over it.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_celery_results",
+    "django_celery_beat",
+    "apps.ops",
+    "apps.jobs",
+    "apps.diagnostics",
+]
+
+MIDDLEWARE = [
+    "apps.ops.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/conveyor")}
+# Keep connections open between requests and tasks; a new PostgreSQL connection costs milliseconds.
+# https://docs.djangoproject.com/en/5.2/ref/databases/#persistent-connections
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=600)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "jobs:list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+MEDIA_ROOT = env.path("DJANGO_MEDIA_ROOT", default=BASE_DIR / "media")
+
+# Largest request body the API and forms accept; a larger one gets 413.
+# https://docs.djangoproject.com/en/5.2/ref/settings/#data-upload-max-memory-size
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("CONVEYOR_MAX_REQUEST_BYTES", default=256 * 1024)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "text"}},
+    "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
+}
+
+# --- Broker topology -------------------------------------------------------
+# Names of queues, exchanges and the dead-letter queue start with this prefix, so the
+# test suite's queues never touch those of a running `make run`.
+CONVEYOR_QUEUE_PREFIX = env("CONVEYOR_QUEUE_PREFIX", default="")
+# The job queues; each kind names one of them. A worker consumes the queues it is given with -Q.
+CONVEYOR_QUEUES = env.list("CONVEYOR_QUEUES", default=["default"])
+# Most messages a job queue holds; past it RabbitMQ refuses publishes (x-overflow reject-publish)
+# and new jobs wait in the outbox. Fixed when the queue is first declared.
+# https://www.rabbitmq.com/docs/maxlength
+CONVEYOR_QUEUE_MAX_LENGTH = env.int("CONVEYOR_QUEUE_MAX_LENGTH", default=100_000)
+# Per-queue exceptions to that limit, e.g. "reports=1000,default=200000".
+CONVEYOR_QUEUE_MAX_LENGTHS = env.dict("CONVEYOR_QUEUE_MAX_LENGTHS", cast={"value": int}, default={})
+# Deliveries of one message before RabbitMQ dead-letters it (a message that kills its worker).
+# https://www.rabbitmq.com/docs/quorum-queues#poison-message-handling
+CONVEYOR_DELIVERY_LIMIT = env.int("CONVEYOR_DELIVERY_LIMIT", default=5)
+
+# --- Celery ----------------------------------------------------------------
+# Every CELERY_* name maps to the lower-case Celery setting of the same name.
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672//")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Publisher confirms: a publish returns only once RabbitMQ has taken the message.
+# https://docs.celeryq.dev/projects/kombu/en/stable/reference/kombu.transport.pyamqp.html
+CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_RESULT_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_BACKEND = "django-db"
+# Store task name, args, worker and queue with each result so the admin can show them.
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html#result-extended
+CELERY_RESULT_EXTENDED = True
+CELERY_TASK_TRACK_STARTED = True
+# Acknowledge after the task ran and its outcome is stored; a killed worker's message is delivered again.
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html#task-acks-late
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A failed task's message is rejected rather than acknowledged, so RabbitMQ dead-letters it.
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html#task-acks-on-failure-or-timeout
+CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = False
+# One message per worker process: a long job never holds others back in a prefetch buffer.
+# https://docs.celeryq.dev/en/stable/userguide/optimizing.html#prefetch-limits
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Task events let Flower show queued, started and finished tasks.
+# https://docs.celeryq.dev/en/stable/userguide/monitoring.html#events
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+# Global limits; each job kind may set shorter ones.
+# https://docs.celeryq.dev/en/stable/userguide/workers.html#time-limits
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CONVEYOR_TASK_SOFT_TIME_LIMIT", default=300)
+CELERY_TASK_TIME_LIMIT = env.int("CONVEYOR_TASK_TIME_LIMIT", default=330)
+# On SIGTERM, running tasks get this many seconds to finish before their messages are requeued.
+# https://docs.celeryq.dev/en/stable/userguide/workers.html#soft-shutdown
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float("CONVEYOR_WORKER_SOFT_SHUTDOWN_TIMEOUT", default=20.0)
+CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = True
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = TIME_ZONE
+
+# --- Outbox relay ----------------------------------------------------------
+# Seconds between the relay's passes over jobs that RabbitMQ has not confirmed yet.
+CONVEYOR_RELAY_INTERVAL_SECONDS = env.float("CONVEYOR_RELAY_INTERVAL_SECONDS", default=1.0)
+# A job younger than this is still being published by its own request; the relay leaves it alone.
+CONVEYOR_RELAY_GRACE_SECONDS = env.float("CONVEYOR_RELAY_GRACE_SECONDS", default=5.0)
+# Jobs published per pass; bounds the relay's memory and the time one pass holds the connection.
+CONVEYOR_RELAY_BATCH_SIZE = env.int("CONVEYOR_RELAY_BATCH_SIZE", default=500)
+
+# --- Pages and API ---------------------------------------------------------
+CONVEYOR_PAGE_SIZE = env.int("CONVEYOR_PAGE_SIZE", default=25)
+CONVEYOR_API_MAX_PAGE_SIZE = env.int("CONVEYOR_API_MAX_PAGE_SIZE", default=200)
+# Celery's Django fixup closes database connections after every task unless this is set; reusing
+# them saves a connect per task. It counts tasks per connection before a recycle.
+# https://github.com/celery/celery/blob/main/celery/fixups/django.py
+CELERY_DB_REUSE_MAX = env.int("CONVEYOR_WORKER_DB_REUSE_MAX", default=1000)

@@ -1,0 +1,13 @@
+"""Settings for the test suite: its own database (pytest-django) and its own queue names."""
+from config.settings.base import *  # noqa: F403
+from config.settings.base import env
+
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="test-only-not-secret-5b8e2c7a1d4f")
+CONVEYOR_QUEUE_PREFIX = env("CONVEYOR_QUEUE_PREFIX", default="test-")
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# A tiny queue that no test worker consumes, for the backpressure test.
+CONVEYOR_QUEUE_MAX_LENGTHS = {"held": 3}

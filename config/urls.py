@@ -1,0 +1,16 @@
+"""Top-level URLs: probes, pages, the JSON API and the admin."""
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("apps.ops.urls")),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("jobs/", include("apps.jobs.urls")),
+    path("api/", include("apps.jobs.api_urls")),
+    path("admin/", admin.site.urls),
+]
+
+handler404 = "apps.jobs.api.not_found"
+handler500 = "apps.jobs.api.server_error"

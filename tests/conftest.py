@@ -1,0 +1,42 @@
+"""Fixtures shared by the whole suite: real services checked up front, API clients, users."""
+import pytest
+from django.test import Client
+
+from apps.ops.services import ServiceUnavailable, service_answers, services_required
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Fail loudly, never skip: the suite is meaningless without the real broker and database.
+    import django
+
+    django.setup()
+    missing = [service for service in services_required() if not service_answers(service, timeout=3)]
+    if missing:
+        names = ", ".join(f"{service.name} on {service.host}:{service.port}" for service in missing)
+        raise pytest.UsageError(
+            str(ServiceUnavailable(f"Cannot reach {names}. Run `make test`, which starts them or says what to install."))
+        )
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user("alice", password="alice-pass-123")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user("bob", password="bob-pass-123")
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_user("carol", password="carol-pass-123", is_staff=True)
+
+
+@pytest.fixture
+def api_client(user) -> Client:
+    """A client authenticated with a real bearer token of `user`."""
+    from apps.jobs.services import api_token_create
+
+    token, _ = api_token_create(username=user.username)
+    return Client(HTTP_AUTHORIZATION=f"Bearer {token}")

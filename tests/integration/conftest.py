@@ -1,0 +1,135 @@
+"""Real worker processes and broker helpers for the integration tests."""
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from config import broker
+from config.celery import app as celery_app
+from tests.integration import kinds_for_tests  # noqa: F401  (registers the test kinds here too)
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts" / "logs"
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"Timed out after {timeout:.0f} s waiting for {what}.")
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment of a worker or relay started by a test: the test database and test queues."""
+    db = connection.settings_dict
+    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": url,
+        "CONVEYOR_QUEUE_PREFIX": settings.CONVEYOR_QUEUE_PREFIX,
+        "CONVEYOR_DELIVERY_LIMIT": str(settings.CONVEYOR_DELIVERY_LIMIT),
+        **extra,
+    }
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the process and all its children: no chance to acknowledge or clean up."""
+        os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=10)
+
+
+def _start(name: str, command: list[str], env: dict[str, str]) -> Process:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log = ARTIFACTS / f"{name}-{uuid.uuid4().hex[:6]}.log"
+    handle = log.open("w")
+    popen = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    return Process(name=name, popen=popen, log=log)
+
+
+def queues_purge(*names: str) -> None:
+    """Empty the test queues so no message of an earlier run reaches this one."""
+    with celery_app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for name in names:
+            queue = broker.dead_queue() if name == "dead" else broker.job_queue(name)
+            queue(channel).declare()
+            queue(channel).purge()
+
+
+@pytest.fixture
+def start_worker(transactional_db) -> Iterator[Callable[..., Process]]:
+    started: list[Process] = []
+
+    def start(*, concurrency: int = 2, **env: str) -> Process:
+        name = f"worker-{uuid.uuid4().hex[:6]}"
+        command = [
+            sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
+            "--concurrency", str(concurrency), "--hostname", f"{name}@%h",
+            "--queues", broker.queue_name("default"), "--include", "tests.integration.kinds_for_tests",
+            "--without-gossip", "--without-mingle",
+        ]
+        process = _start(name, command, subprocess_env(**env))
+        started.append(process)
+        wait_until(lambda: " ready." in process.output() or process.popen.poll() is not None, timeout=60,
+                   what=f"{name} to start")
+        assert process.popen.poll() is None, f"{name} exited at start:\n{process.output()[-3000:]}"
+        return process
+
+    queues_purge("default", "dead", "held")
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def worker(start_worker) -> Process:
+    return start_worker()
+
+
+@pytest.fixture
+def start_relay(transactional_db) -> Iterator[Callable[[], Process]]:
+    started: list[Process] = []
+
+    def start() -> Process:
+        process = _start(
+            "relay",
+            [sys.executable, "manage.py", "relay_outbox"],
+            subprocess_env(CONVEYOR_RELAY_GRACE_SECONDS="1", CONVEYOR_RELAY_INTERVAL_SECONDS="0.5"),
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

@@ -1,0 +1,49 @@
+"""Job kinds only the tests use: one whose message kills its worker, one on a queue no worker reads.
+
+The test worker imports this module too (celery worker --include), so both sides know the kinds.
+"""
+import os
+import signal
+
+from celery import shared_task
+from django import forms
+
+from apps.jobs.errors import TransientJobError
+from apps.jobs.registry import JobKind, RetryPolicy, kind_register
+from apps.jobs.tasks import JobRun, JobTask
+
+
+class EmptyForm(forms.Form):
+    pass
+
+
+@shared_task(base=JobTask, name="tests.crash")
+def crash_task(run: JobRun) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@shared_task(base=JobTask, name="tests.held")
+def held_task(run: JobRun) -> dict:
+    return {}
+
+
+kind_register(JobKind("tests.crash", crash_task, EmptyForm, title="Crash", description="Kills its worker process."))
+# On a queue no test worker consumes, so its messages stay put and the queue fills up.
+kind_register(JobKind("tests.held", held_task, EmptyForm, title="Held", queue="held"))
+
+
+@shared_task(base=JobTask, name="tests.transient")
+def transient_task(run: JobRun) -> None:
+    raise TransientJobError(f"Still unavailable on attempt {run.attempt}.")
+
+
+# Retries quickly (at most 1 s, then 2 s) so the give-up path is tested in seconds.
+kind_register(
+    JobKind(
+        "tests.transient",
+        transient_task,
+        EmptyForm,
+        title="Always transient",
+        retry=RetryPolicy(max_retries=2, backoff_base=1.0, backoff_cap=2.0),
+    )
+)
