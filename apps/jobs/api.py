@@ -11,9 +11,10 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import reverse
+from django.utils.datastructures import MultiValueDict
 from django.views.decorators.csrf import csrf_exempt
 
 from apps.jobs import selectors, services
@@ -88,7 +89,11 @@ def api_endpoint(*methods: str) -> Callable:
 def _json_body(request: HttpRequest) -> dict:
     content_type = request.content_type or ""
     if content_type != "application/json":
-        raise ApiError(415, f"Send JSON with 'Content-Type: application/json' (got {content_type or 'none'!r}).")
+        raise ApiError(
+            415,
+            "Send JSON with 'Content-Type: application/json', or multipart/form-data for a job that takes"
+            f" a file (got {content_type or 'none'!r}).",
+        )
     try:
         body = json.loads(request.body or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
@@ -114,18 +119,29 @@ def jobs(request: HttpRequest) -> JsonResponse:
     return _jobs_submit(request) if request.method == "POST" else _jobs_list(request)
 
 
-def _jobs_submit(request: HttpRequest) -> JsonResponse:
+def _submission(request: HttpRequest) -> tuple[object, object, object, MultiValueDict | None]:
+    """(kind, params, idempotency key, files) from a JSON body, or from a multipart upload whose
+    fields are `kind`, `idempotency_key` and the params themselves."""
+    if request.content_type == "multipart/form-data":
+        fields = request.POST.copy()
+        kind, key = fields.pop("kind", [None])[-1], fields.pop("idempotency_key", [None])[-1]
+        return kind, fields, key, request.FILES
     body = _json_body(request)
-    kind, params, key = body.get("kind"), body.get("params", {}), body.get("idempotency_key")
+    return body.get("kind"), body.get("params", {}), body.get("idempotency_key"), None
+
+
+def _jobs_submit(request: HttpRequest) -> JsonResponse:
+    kind, params, key, files = _submission(request)
     if not isinstance(kind, str) or not kind:
         raise ApiError(400, "Name the job kind in 'kind'; GET /api/kinds/ lists them.", {"kind": ["Required."]})
-    if not isinstance(params, dict):
+    if not isinstance(params, dict | QueryDict):
         raise ApiError(400, "'params' must be a JSON object.", {"params": ["Must be an object."]})
     if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
         raise ApiError(400, "'idempotency_key' must be a string of 1 to 200 characters.", {"idempotency_key": ["Invalid."]})
     try:
         job, created = services.job_submit(
-            kind=kind, params=params, submitted_by=request.user, idempotency_key=key, trace_id=request.request_id
+            kind=kind, params=params, files=files, submitted_by=request.user, idempotency_key=key,
+            trace_id=request.request_id,
         )
     except UnknownKind as exc:
         raise ApiError(400, str(exc), {"kind": [str(exc)]}) from None

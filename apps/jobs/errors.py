@@ -3,7 +3,15 @@ from django.forms import Form
 
 
 class TransientJobError(Exception):
-    """A failure worth retrying with backoff (a timeout, a 503, a lock held elsewhere)."""
+    """A failure worth retrying with backoff (a timeout, a 503, a lock held elsewhere).
+
+    `retry_after` (seconds) asks for a longer wait than the backoff, as an HTTP Retry-After
+    does; the wait is still capped by the kind's backoff cap.
+    """
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PermanentJobError(Exception):

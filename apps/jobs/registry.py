@@ -1,4 +1,5 @@
 """The job kinds registry: what each kind runs, how its input is validated, where and how it retries."""
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from celery import Task
@@ -31,6 +32,9 @@ class JobKind:
     time_limit: int | None = None
     # An interruptible kind checks for cancellation each time it reports progress.
     interruptible: bool = False
+    # Turns the valid form into the job's JSON params. The default keeps the cleaned data and
+    # drops uploaded files; a kind that takes a file stores it here and keeps its storage name.
+    params_from_form: Callable[[forms.Form], dict] | None = None
 
 
 _kinds: dict[str, JobKind] = {}

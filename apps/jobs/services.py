@@ -1,6 +1,7 @@
 """Writes to jobs: submit, publish, relay the outbox, operator actions, and the worker's state changes."""
 import json
 import logging
+import math
 import random
 import secrets
 import uuid
@@ -31,7 +32,10 @@ def job_params_clean(*, kind: JobKind, params: dict, files: MultiValueDict | Non
     form = kind.form(data=params, files=files)
     if not form.is_valid():
         raise JobParamsInvalid(form)
-    cleaned = {name: value for name, value in form.cleaned_data.items() if not isinstance(value, UploadedFile)}
+    if kind.params_from_form is not None:
+        cleaned = kind.params_from_form(form)
+    else:
+        cleaned = {name: value for name, value in form.cleaned_data.items() if not isinstance(value, UploadedFile)}
     # The params travel as JSON; a value JSON cannot carry would fail later, in the worker.
     return json.loads(json.dumps(cleaned, cls=DjangoJSONEncoder))
 
@@ -125,13 +129,17 @@ def outbox_relay(*, batch_size: int | None = None) -> int:
     return published
 
 
-def backoff_delay(*, policy: RetryPolicy, retries: int) -> int:
+def backoff_delay(*, policy: RetryPolicy, retries: int, retry_after: float | None = None) -> int:
     """Full jitter: whole seconds, uniform in [0, min(cap, base * 2**retries)].
 
-    Whole seconds because RabbitMQ's native delayed delivery counts in seconds.
+    A `retry_after` longer than that wins, up to the cap. Whole seconds because RabbitMQ's
+    native delayed delivery counts in seconds.
     """
     ceiling = min(policy.backoff_cap, policy.backoff_base * (2**retries))
-    return random.randint(0, int(ceiling))
+    delay = random.randint(0, int(ceiling))
+    if retry_after is not None and retry_after > delay:
+        delay = int(min(policy.backoff_cap, math.ceil(retry_after)))
+    return delay
 
 
 # --- Operator actions (web) --------------------------------------------------

@@ -96,7 +96,9 @@ class JobTask(Task):
         if retries >= kind.retry.max_retries:
             services.job_fail(job=job, error=f"Gave up after {retries + 1} attempts. Last error: {_describe(exc)}")
             raise exc
-        delay = services.backoff_delay(policy=kind.retry, retries=retries)
+        delay = services.backoff_delay(
+            policy=kind.retry, retries=retries, retry_after=getattr(exc, "retry_after", None)
+        )
         services.job_retry_later(job=job, error=_describe(exc), delay=delay)
         raise self.retry(exc=exc, countdown=delay, max_retries=None, queue=broker.job_queue(kind.queue))
 
