@@ -4,8 +4,9 @@ import json
 from django.urls import reverse
 from django_celery_results.models import TaskResult
 
+from apps.jobs.errors import UnknownKind
 from apps.jobs.models import Job
-from apps.jobs.registry import JobKind
+from apps.jobs.registry import JobKind, kind_get
 
 
 def _iso(value) -> str | None:
@@ -50,7 +51,16 @@ def job_json(*, job: Job, task_result: TaskResult | None = None, detail: bool = 
             }
             for attempt in job.attempt_set.all()
         ]
+        data["details"] = _kind_details(job)
     return data
+
+
+def _kind_details(job: Job) -> object:
+    try:
+        kind = kind_get(job.kind)
+    except UnknownKind:  # a job of a kind this deployment no longer has
+        return None
+    return kind.details(job) if kind.details is not None else None
 
 
 def _result_value(task_result: TaskResult):

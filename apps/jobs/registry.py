@@ -1,6 +1,7 @@
 """The job kinds registry: what each kind runs, how its input is validated, where and how it retries."""
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from celery import Task
 from django import forms
@@ -35,6 +36,19 @@ class JobKind:
     # Turns the valid form into the job's JSON params. The default keeps the cleaned data and
     # drops uploaded files; a kind that takes a file stores it here and keeps its storage name.
     params_from_form: Callable[[forms.Form], dict] | None = None
+    # The form is built with `user=` (the submitter, or None) so it offers and accepts only what
+    # that user may use, e.g. their own webhook endpoints.
+    form_takes_user: bool = False
+    # Kind-specific facts about one job (e.g. each attempt's HTTP response), added to the job's
+    # JSON as `details`; `detail_template` shows them (and the result) on the job page.
+    details: Callable[[Any], object] | None = None
+    detail_template: str = ""
+
+    def form_build(self, *, user: Any = None, **kwargs: Any) -> forms.Form:
+        """The kind's form, bound when `data` is given; given the user when the kind asks for it."""
+        if self.form_takes_user:
+            kwargs["user"] = user
+        return self.form(**kwargs)
 
 
 _kinds: dict[str, JobKind] = {}

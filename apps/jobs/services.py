@@ -27,9 +27,11 @@ logger = logging.getLogger(__name__)
 Status = Job.Status
 
 
-def job_params_clean(*, kind: JobKind, params: dict, files: MultiValueDict | None = None) -> dict:
+def job_params_clean(
+    *, kind: JobKind, params: dict, files: MultiValueDict | None = None, user: AbstractBaseUser | None = None
+) -> dict:
     """Validate params with the kind's form; the JSON-safe cleaned data, or JobParamsInvalid."""
-    form = kind.form(data=params, files=files)
+    form = kind.form_build(user=user, data=params, files=files)
     if not form.is_valid():
         raise JobParamsInvalid(form)
     if kind.params_from_form is not None:
@@ -54,7 +56,7 @@ def job_submit(
     Returns (job, created); created is False when the idempotency key names an earlier job.
     """
     job_kind = kind_get(kind)
-    cleaned = job_params_clean(kind=job_kind, params=params, files=files)
+    cleaned = job_params_clean(kind=job_kind, params=params, files=files, user=submitted_by)
     if idempotency_key and submitted_by is not None:
         existing = _job_for_idempotency_key(submitted_by=submitted_by, key=idempotency_key, kind=kind, params=cleaned)
         if existing is not None:

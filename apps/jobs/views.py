@@ -47,7 +47,7 @@ def job_kind_pick(request: HttpRequest) -> HttpResponse:
 @login_required
 def job_new(request: HttpRequest, kind: str) -> HttpResponse:
     job_kind = _kind_or_404(kind)
-    form = job_kind.form()
+    form = job_kind.form_build(user=request.user)
     if request.method == "POST":
         try:
             job, _ = services.job_submit(
