@@ -9,6 +9,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("jobs/", include("apps.jobs.urls")),
     path("api/", include("apps.jobs.api_urls")),
+    path("webhooks/", include("apps.webhooks.urls")),
     path("admin/", admin.site.urls),
 ]
 

@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "apps.ops",
     "apps.jobs",
     "apps.diagnostics",
+    "apps.webhooks",
 ]
 
 MIDDLEWARE = [
@@ -173,3 +174,20 @@ CONVEYOR_API_MAX_PAGE_SIZE = env.int("CONVEYOR_API_MAX_PAGE_SIZE", default=200)
 # them saves a connect per task. It counts tasks per connection before a recycle.
 # https://github.com/celery/celery/blob/main/celery/fixups/django.py
 CELERY_DB_REUSE_MAX = env.int("CONVEYOR_WORKER_DB_REUSE_MAX", default=1000)
+
+# --- Webhooks (apps.webhooks) ----------------------------------------------
+# Seconds a delivery waits to connect to an endpoint, then for its answer.
+CONVEYOR_WEBHOOK_CONNECT_TIMEOUT = env.float("CONVEYOR_WEBHOOK_CONNECT_TIMEOUT", default=3.0)
+CONVEYOR_WEBHOOK_READ_TIMEOUT = env.float("CONVEYOR_WEBHOOK_READ_TIMEOUT", default=10.0)
+# Host names and networks (CIDR) webhooks may reach although they are loopback, private,
+# link-local or reserved addresses (the SSRF guard refuses those otherwise).
+CONVEYOR_WEBHOOK_ALLOWED_PRIVATE = env.list("CONVEYOR_WEBHOOK_ALLOWED_PRIVATE", default=[])
+# Retries of a delivery after the first attempt, and their backoff in seconds: full jitter up to
+# min(cap, base * 2**retry); an endpoint's longer Retry-After wins, still up to the cap.
+CONVEYOR_WEBHOOK_MAX_RETRIES = env.int("CONVEYOR_WEBHOOK_MAX_RETRIES", default=8)
+CONVEYOR_WEBHOOK_BACKOFF_BASE = env.float("CONVEYOR_WEBHOOK_BACKOFF_BASE", default=2.0)
+CONVEYOR_WEBHOOK_BACKOFF_CAP = env.float("CONVEYOR_WEBHOOK_BACKOFF_CAP", default=3600.0)
+# Largest event payload, in bytes of JSON.
+CONVEYOR_WEBHOOK_MAX_PAYLOAD_BYTES = env.int("CONVEYOR_WEBHOOK_MAX_PAYLOAD_BYTES", default=64 * 1024)
+# Bytes of each response body kept with its attempt and shown on the job page.
+CONVEYOR_WEBHOOK_RESPONSE_EXCERPT_BYTES = env.int("CONVEYOR_WEBHOOK_RESPONSE_EXCERPT_BYTES", default=1024)

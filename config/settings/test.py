@@ -11,3 +11,8 @@ STORAGES = {
 }
 # A tiny queue that no test worker consumes, for the backpressure test.
 CONVEYOR_QUEUE_MAX_LENGTHS = {"held": 3}
+
+# Webhooks may reach services on this machine (a receiver under development, a test server).
+CONVEYOR_WEBHOOK_ALLOWED_PRIVATE = env.list(
+    "CONVEYOR_WEBHOOK_ALLOWED_PRIVATE", default=["localhost", "127.0.0.0/8", "::1/128"]
+)

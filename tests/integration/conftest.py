@@ -91,12 +91,13 @@ def queues_purge(*names: str) -> None:
 def start_worker(transactional_db) -> Iterator[Callable[..., Process]]:
     started: list[Process] = []
 
-    def start(*, concurrency: int = 2, **env: str) -> Process:
+    def start(*, concurrency: int = 2, queues: tuple[str, ...] = ("default",), **env: str) -> Process:
+        """A worker consuming the given job queues; `env` overrides settings, e.g. a shorter timeout."""
         name = f"worker-{uuid.uuid4().hex[:6]}"
         command = [
             sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
             "--concurrency", str(concurrency), "--hostname", f"{name}@%h",
-            "--queues", broker.queue_name("default"), "--include", "tests.integration.kinds_for_tests",
+            "--queues", ",".join(map(broker.queue_name, queues)), "--include", "tests.integration.kinds_for_tests",
             "--without-gossip", "--without-mingle",
         ]
         process = _start(name, command, subprocess_env(**env))
@@ -106,7 +107,7 @@ def start_worker(transactional_db) -> Iterator[Callable[..., Process]]:
         assert process.popen.poll() is None, f"{name} exited at start:\n{process.output()[-3000:]}"
         return process
 
-    queues_purge("default", "dead", "held")
+    queues_purge("default", "reports", "dead", "held")
     yield start
     for process in started:
         process.stop()
