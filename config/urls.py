@@ -10,6 +10,7 @@ urlpatterns = [
     path("jobs/", include("apps.jobs.urls")),
     path("api/", include("apps.jobs.api_urls")),
     path("webhooks/", include("apps.webhooks.urls")),
+    path("reports/", include("apps.reports.urls")),
     path("admin/", admin.site.urls),
 ]
 

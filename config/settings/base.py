@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "apps.jobs",
     "apps.diagnostics",
     "apps.webhooks",
+    "apps.reports",
 ]
 
 MIDDLEWARE = [
@@ -105,7 +106,7 @@ LOGGING = {
 # test suite's queues never touch those of a running `make run`.
 CONVEYOR_QUEUE_PREFIX = env("CONVEYOR_QUEUE_PREFIX", default="")
 # The job queues; each kind names one of them. A worker consumes the queues it is given with -Q.
-CONVEYOR_QUEUES = env.list("CONVEYOR_QUEUES", default=["default"])
+CONVEYOR_QUEUES = env.list("CONVEYOR_QUEUES", default=["default", "reports"])
 # Most messages a job queue holds; past it RabbitMQ refuses publishes (x-overflow reject-publish)
 # and new jobs wait in the outbox. Fixed when the queue is first declared.
 # https://www.rabbitmq.com/docs/maxlength
@@ -123,7 +124,10 @@ CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="amqp://guest:guest@127.0.0
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Publisher confirms: a publish returns only once RabbitMQ has taken the message.
 # https://docs.celeryq.dev/projects/kombu/en/stable/reference/kombu.transport.pyamqp.html
-CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+# max_retries/interval_start: when RabbitMQ is down a publish gives up at once (one quick retry)
+# instead of holding the request for seconds; the job waits in the outbox for the relay.
+# https://docs.celeryq.dev/projects/kombu/en/stable/reference/kombu.html#kombu.Connection.default_channel
+CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True, "max_retries": 1, "interval_start": 0}
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -138,8 +142,11 @@ CELERY_TASK_TRACK_STARTED = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # A failed task's message is rejected rather than acknowledged, so RabbitMQ dead-letters it.
-# https://docs.celeryq.dev/en/stable/userguide/configuration.html#task-acks-on-failure-or-timeout
-CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = False
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html#task-acks-on-failure
+CELERY_TASK_ACKS_ON_FAILURE = False
+# A task killed at its hard time limit is acknowledged (False would requeue it to run over and
+# over); the job class fails the job at the soft limit before that.
+CELERY_TASK_ACKS_ON_TIMEOUT = True
 # One message per worker process: a long job never holds others back in a prefetch buffer.
 # https://docs.celeryq.dev/en/stable/userguide/optimizing.html#prefetch-limits
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -191,3 +198,15 @@ CONVEYOR_WEBHOOK_BACKOFF_CAP = env.float("CONVEYOR_WEBHOOK_BACKOFF_CAP", default
 CONVEYOR_WEBHOOK_MAX_PAYLOAD_BYTES = env.int("CONVEYOR_WEBHOOK_MAX_PAYLOAD_BYTES", default=64 * 1024)
 # Bytes of each response body kept with its attempt and shown on the job page.
 CONVEYOR_WEBHOOK_RESPONSE_EXCERPT_BYTES = env.int("CONVEYOR_WEBHOOK_RESPONSE_EXCERPT_BYTES", default=1024)
+
+# --- Reports (apps.reports) ------------------------------------------------
+# Largest CSV a report accepts, in bytes; a larger upload is refused with a field error.
+CONVEYOR_REPORT_MAX_UPLOAD_BYTES = env.int("CONVEYOR_REPORT_MAX_UPLOAD_BYTES", default=200 * 1024 * 1024)
+# Bytes read from the file at a time: the worker's memory for the file, whatever its size.
+CONVEYOR_REPORT_CHUNK_BYTES = env.int("CONVEYOR_REPORT_CHUNK_BYTES", default=64 * 1024)
+# Seconds between progress reports while a report reads its file.
+CONVEYOR_REPORT_PROGRESS_SECONDS = env.float("CONVEYOR_REPORT_PROGRESS_SECONDS", default=0.5)
+# Most distinct groups in one report; each holds a few numbers in the worker's memory.
+CONVEYOR_REPORT_MAX_GROUPS = env.int("CONVEYOR_REPORT_MAX_GROUPS", default=100_000)
+# Seconds a report may run (soft limit; the hard limit is 30 s later).
+CONVEYOR_REPORT_TIME_LIMIT = env.int("CONVEYOR_REPORT_TIME_LIMIT", default=1800)

@@ -11,6 +11,8 @@ STORAGES = {
 }
 # A tiny queue that no test worker consumes, for the backpressure test.
 CONVEYOR_QUEUE_MAX_LENGTHS = {"held": 3}
+# Fewer deliveries before a poison message is dead-lettered, so that test runs in seconds.
+CONVEYOR_DELIVERY_LIMIT = env.int("CONVEYOR_DELIVERY_LIMIT", default=3)
 
 # Webhooks may reach services on this machine (a receiver under development, a test server).
 CONVEYOR_WEBHOOK_ALLOWED_PRIVATE = env.list(

@@ -77,14 +77,15 @@ def _start(name: str, command: list[str], env: dict[str, str]) -> Process:
     return Process(name=name, popen=popen, log=log)
 
 
-def queues_purge(*names: str) -> None:
-    """Empty the test queues so no message of an earlier run reaches this one."""
+def queues_reset(*names: str) -> None:
+    """Delete and declare the test queues afresh: no message of an earlier run reaches this one,
+    and a queue argument changed since (a limit) takes effect."""
     with celery_app.connection_for_write() as conn:
         channel = conn.default_channel
         for name in names:
             queue = broker.dead_queue() if name == "dead" else broker.job_queue(name)
+            queue(channel).delete()
             queue(channel).declare()
-            queue(channel).purge()
 
 
 @pytest.fixture
@@ -107,7 +108,7 @@ def start_worker(transactional_db) -> Iterator[Callable[..., Process]]:
         assert process.popen.poll() is None, f"{name} exited at start:\n{process.output()[-3000:]}"
         return process
 
-    queues_purge("default", "reports", "dead", "held")
+    queues_reset("default", "reports", "dead", "held")
     yield start
     for process in started:
         process.stop()

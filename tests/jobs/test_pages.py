@@ -1,0 +1,62 @@
+"""The job pages in the test client: sign-in required, forms, the list and the job page."""
+import pytest
+from django.test import Client
+
+from apps.jobs.models import Job
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def signed_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_pages_require_sign_in(client):
+    response = client.get("/jobs/")
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_kind_picker_lists_every_kind(signed_in):
+    page = signed_in.get("/jobs/new/").content.decode()
+    for name in ("diagnostics.noop", "diagnostics.sleep", "diagnostics.flaky", "diagnostics.fail"):
+        assert f"/jobs/new/{name}/" in page
+
+
+def test_form_submission_creates_a_job_and_redirects_to_its_page(signed_in, user):
+    response = signed_in.post("/jobs/new/diagnostics.sleep/", {"seconds": "2", "steps": "4"})
+    job = Job.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/jobs/{job.id}/"
+    assert job.params == {"seconds": 2.0, "steps": 4} and job.submitted_by == user
+    page = signed_in.get(response["Location"]).content.decode()
+    assert "diagnostics.sleep" in page and 'id="job-progress"' in page
+
+
+def test_invalid_form_shows_field_errors_and_creates_nothing(signed_in):
+    response = signed_in.post("/jobs/new/diagnostics.sleep/", {"seconds": "-3"})
+    assert response.status_code == 200
+    assert "greater than or equal to 0" in response.content.decode()
+    assert Job.objects.count() == 0
+
+
+def test_unknown_kind_page_is_404(signed_in):
+    assert signed_in.get("/jobs/new/no.such/").status_code == 404
+
+
+def test_list_shows_own_jobs_only_and_filters_by_status(signed_in, user, other_user):
+    mine = Job.objects.create(kind="diagnostics.noop", queue="default", submitted_by=user, status="failed")
+    theirs = Job.objects.create(kind="diagnostics.noop", queue="default", submitted_by=other_user)
+    page = signed_in.get("/jobs/").content.decode()
+    assert str(mine.id)[:8] in page and str(theirs.id)[:8] not in page
+    assert str(mine.id)[:8] not in signed_in.get("/jobs/?status=queued").content.decode()
+    assert signed_in.get(f"/jobs/{theirs.id}/").status_code == 404
+
+
+def test_retry_button_requeues_a_failed_job(signed_in, user):
+    job = Job.objects.create(kind="diagnostics.noop", queue="default", submitted_by=user, status="failed")
+    response = signed_in.post(f"/jobs/{job.id}/retry/", follow=True)
+    job.refresh_from_db()
+    assert job.status == "queued"
+    assert "Job queued again." in response.content.decode()
