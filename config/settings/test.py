@@ -18,3 +18,6 @@ CONVEYOR_DELIVERY_LIMIT = env.int("CONVEYOR_DELIVERY_LIMIT", default=3)
 CONVEYOR_WEBHOOK_ALLOWED_PRIVATE = env.list(
     "CONVEYOR_WEBHOOK_ALLOWED_PRIVATE", default=["localhost", "127.0.0.0/8", "::1/128"]
 )
+# Uploads and results of the test suite's reports, apart from those of `make run`; the test
+# process and its worker subprocesses read the same setting, so they share the files.
+MEDIA_ROOT = env.path("DJANGO_MEDIA_ROOT", default=BASE_DIR / "var" / "test-media")
