@@ -13,9 +13,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     missing = [service for service in services_required() if not service_answers(service, timeout=3)]
     if missing:
         names = ", ".join(f"{service.name} on {service.host}:{service.port}" for service in missing)
-        raise pytest.UsageError(
-            str(ServiceUnavailable(f"Cannot reach {names}. Run `make test`, which starts them or says what to install."))
-        )
+        message = f"Cannot reach {names}. Run `make test`, which starts them or says what to install."
+        raise pytest.UsageError(str(ServiceUnavailable(message)))
 
 
 @pytest.fixture

@@ -137,7 +137,8 @@ def _jobs_submit(request: HttpRequest) -> JsonResponse:
     if not isinstance(params, dict | QueryDict):
         raise ApiError(400, "'params' must be a JSON object.", {"params": ["Must be an object."]})
     if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
-        raise ApiError(400, "'idempotency_key' must be a string of 1 to 200 characters.", {"idempotency_key": ["Invalid."]})
+        message = "'idempotency_key' must be a string of 1 to 200 characters."
+        raise ApiError(400, message, {"idempotency_key": [message]})
     try:
         job, created = services.job_submit(
             kind=kind, params=params, files=files, submitted_by=request.user, idempotency_key=key,
@@ -157,7 +158,8 @@ def _jobs_submit(request: HttpRequest) -> JsonResponse:
 def _jobs_list(request: HttpRequest) -> JsonResponse:
     status, kind = request.GET.get("status", ""), request.GET.get("kind", "")
     if status and status not in Job.Status.values:
-        raise ApiError(400, f"Unknown status {status!r}; use one of {', '.join(Job.Status.values)}.", {"status": ["Unknown."]})
+        message = f"Unknown status {status!r}; use one of {', '.join(Job.Status.values)}."
+        raise ApiError(400, message, {"status": [message]})
     try:
         page = int(request.GET.get("page", 1))
         page_size = int(request.GET.get("page_size", settings.CONVEYOR_PAGE_SIZE))

@@ -34,7 +34,8 @@ class Job(models.Model):
     kind = models.CharField(max_length=100)
     params = models.JSONField(default=dict, blank=True)
     queue = models.CharField(max_length=100)
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    # NULL, not "", for "no key": the per-user unique constraint must ignore jobs without one.
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     trace_id = models.CharField(max_length=64, blank=True)
     submitted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"

@@ -1,6 +1,6 @@
 """Settings for the test suite: its own database (pytest-django) and its own queue names."""
 from config.settings.base import *  # noqa: F403
-from config.settings.base import env
+from config.settings.base import BASE_DIR, env
 
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="test-only-not-secret-5b8e2c7a1d4f")
 CONVEYOR_QUEUE_PREFIX = env("CONVEYOR_QUEUE_PREFIX", default="test-")

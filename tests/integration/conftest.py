@@ -73,7 +73,9 @@ def _start(name: str, command: list[str], env: dict[str, str]) -> Process:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log = ARTIFACTS / f"{name}-{uuid.uuid4().hex[:6]}.log"
     handle = log.open("w")
-    popen = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    popen = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+    )
     return Process(name=name, popen=popen, log=log)
 
 

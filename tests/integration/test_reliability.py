@@ -1,5 +1,7 @@
 """The life of a job against the real RabbitMQ, PostgreSQL and worker processes: retries with
 backoff, dead letters, crashes, poison messages, cancellation and re-drive."""
+from itertools import pairwise
+
 from django.db import transaction
 from django_celery_results.models import TaskResult
 
@@ -44,7 +46,7 @@ def test_flaky_job_succeeds_on_attempt_3_with_gaps_inside_the_backoff_bounds(wor
     attempts = list(job.attempt_set.order_by("number"))
     assert job.attempts == 3
     assert [a.outcome for a in attempts] == ["retrying", "retrying", "succeeded"]
-    for retries, (failed, next_attempt) in enumerate(zip(attempts, attempts[1:], strict=False)):
+    for retries, (failed, next_attempt) in enumerate(pairwise(attempts)):
         ceiling = min(600.0, 1.0 * 2**retries)  # the kind's base 1 s, doubling, cap 600 s
         assert 0 <= failed.retry_delay <= ceiling
         gap = (next_attempt.started_at - failed.finished_at).total_seconds()

@@ -58,7 +58,8 @@ def test_idempotency_key_is_per_user(api_client, other_user):
         ({"kind": "diagnostics.sleep", "params": {}}, "application/json", 400, "not valid", "seconds"),
         ({"kind": "diagnostics.sleep", "params": {"seconds": "soon"}}, "application/json", 400, "not valid", "seconds"),
         ({"kind": "diagnostics.sleep", "params": {"seconds": -1}}, "application/json", 400, "not valid", "seconds"),
-        ({"kind": "diagnostics.noop", "idempotency_key": 7}, "application/json", 400, "idempotency_key", "idempotency_key"),
+        ({"kind": "diagnostics.noop", "idempotency_key": 7}, "application/json", 400, "idempotency_key",
+         "idempotency_key"),
         ("kind=diagnostics.noop", "text/plain", 415, "application/json", None),
     ],
 )
