@@ -7,6 +7,7 @@ urlpatterns = [
     path("", include("apps.ops.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/", include("apps.accounts.urls")),
     path("jobs/", include("apps.jobs.urls")),
     path("api/", include("apps.jobs.api_urls")),
     path("webhooks/", include("apps.webhooks.urls")),

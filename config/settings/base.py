@@ -27,6 +27,8 @@ INSTALLED_APPS = [
     "apps.diagnostics",
     "apps.webhooks",
     "apps.reports",
+    "apps.accounts",
+    "apps.notifications",
 ]
 
 MIDDLEWARE = [
@@ -210,3 +212,21 @@ CONVEYOR_REPORT_PROGRESS_SECONDS = env.float("CONVEYOR_REPORT_PROGRESS_SECONDS",
 CONVEYOR_REPORT_MAX_GROUPS = env.int("CONVEYOR_REPORT_MAX_GROUPS", default=100_000)
 # Seconds a report may run (soft limit; the hard limit is 30 s later).
 CONVEYOR_REPORT_TIME_LIMIT = env.int("CONVEYOR_REPORT_TIME_LIMIT", default=1800)
+
+# --- Sign-up and email (apps.accounts, apps.notifications) -----------------
+# How mail leaves: smtp://user:password@host:port, smtp+tls:// or smtp+ssl:// (django-environ).
+# https://django-environ.readthedocs.io/en/latest/types.html#environ-env-email-url
+vars().update(env.email_url("EMAIL_URL", default="smtp://127.0.0.1:25"))
+# Seconds to connect to the mail server and for each reply; past it the send is retried.
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Conveyor <noreply@conveyor.local>")
+# The site's address as users reach it, for links in emails.
+CONVEYOR_SITE_URL = env("CONVEYOR_SITE_URL", default="http://127.0.0.1:8000")
+# Seconds a verification link stays valid.
+CONVEYOR_VERIFICATION_MAX_AGE = env.int("CONVEYOR_VERIFICATION_MAX_AGE", default=2 * 24 * 3600)
+# Seconds before another verification email may be sent to the same account.
+CONVEYOR_VERIFICATION_RESEND_SECONDS = env.int("CONVEYOR_VERIFICATION_RESEND_SECONDS", default=60)
+# Retries of an email the server refused for now (4xx, no connection), and their backoff in seconds.
+CONVEYOR_EMAIL_MAX_RETRIES = env.int("CONVEYOR_EMAIL_MAX_RETRIES", default=6)
+CONVEYOR_EMAIL_BACKOFF_BASE = env.float("CONVEYOR_EMAIL_BACKOFF_BASE", default=5.0)
+CONVEYOR_EMAIL_BACKOFF_CAP = env.float("CONVEYOR_EMAIL_BACKOFF_CAP", default=900.0)

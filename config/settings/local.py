@@ -9,3 +9,6 @@ SECRET_KEY = env("DJANGO_SECRET_KEY", default="local-only-not-secret-0f6c1d2e9a7
 CONVEYOR_WEBHOOK_ALLOWED_PRIVATE = env.list(
     "CONVEYOR_WEBHOOK_ALLOWED_PRIVATE", default=["localhost", "127.0.0.0/8", "::1/128"]
 )
+# Mail is printed by the worker unless EMAIL_URL names a real server.
+if not env("EMAIL_URL", default=""):
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"

@@ -1,0 +1,68 @@
+"""Writes for accounts: sign up (inactive, with a verification email job), verify, resend."""
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.core import signing
+from django.db import transaction
+
+from apps.accounts import selectors
+from apps.jobs.errors import JobParamsInvalid
+from apps.jobs.services import job_submit
+from apps.notifications.selectors import VERIFY_KIND
+
+VERIFY_SALT = "accounts.verify"
+
+
+class VerificationFailed(Exception):
+    """The link cannot verify an account; the message says why and what to do."""
+
+
+class ResendRefused(Exception):
+    """A new verification email cannot be sent now; the message says when it can."""
+
+
+def user_signup(*, email: str, password: str) -> AbstractBaseUser:
+    """Create an inactive user and, in the same transaction, the job that emails its link."""
+    with transaction.atomic():
+        user = get_user_model().objects.create_user(username=email, email=email, password=password, is_active=False)
+        job_submit(kind=VERIFY_KIND, params={"user": user.pk}, submitted_by=user)
+    return user
+
+
+def verification_token_make(*, user: AbstractBaseUser) -> str:
+    """A signed, timestamped token naming the user and the email it was sent to."""
+    return signing.dumps({"user": user.pk, "email": user.email}, salt=VERIFY_SALT)
+
+
+def user_verify(*, token: str) -> AbstractBaseUser:
+    """Activate the user the token names; VerificationFailed if it is expired, forged or used."""
+    try:
+        data = signing.loads(token, salt=VERIFY_SALT, max_age=settings.CONVEYOR_VERIFICATION_MAX_AGE)
+    except signing.SignatureExpired:
+        raise VerificationFailed("This verification link has expired; ask for a new one below.") from None
+    except signing.BadSignature:
+        raise VerificationFailed("This verification link is not valid; copy the whole link from the email.") from None
+    user = get_user_model().objects.filter(pk=data["user"], email=data["email"]).first()
+    if user is None:
+        raise VerificationFailed("The account this link verifies no longer exists; sign up again.")
+    if user.is_active:
+        # One use only: a link left in a mailbox must not sign anyone in later.
+        raise VerificationFailed("This link was used already; the account is verified, so sign in with your password.")
+    user.is_active = True
+    user.save(update_fields=["is_active"])
+    return user
+
+
+def verification_resend(*, email: str) -> AbstractBaseUser | None:
+    """Queue a new verification email for an unverified account; None if there is none with this email.
+
+    ResendRefused when one was sent too recently (the kind's form holds the throttle).
+    """
+    user = selectors.user_with_email(email=email)
+    if user is None or user.is_active:
+        return None
+    try:
+        job_submit(kind=VERIFY_KIND, params={"user": user.pk}, submitted_by=user)
+    except JobParamsInvalid as exc:
+        raise ResendRefused(" ".join(message for messages in exc.errors.values() for message in messages)) from None
+    return user

@@ -1,0 +1,40 @@
+"""Account pages: sign up, follow the verification link, ask for a new link."""
+from django.contrib import messages
+from django.contrib.auth import login
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+
+from apps.accounts import services
+from apps.accounts.forms import ResendForm, SignupForm
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = services.user_signup(email=form.cleaned_data["email"], password=form.cleaned_data["password"])
+        return render(request, "accounts/signup_done.html", {"email": user.email})
+    return render(request, "accounts/signup.html", {"form": form})
+
+
+def verify(request: HttpRequest, token: str) -> HttpResponse:
+    try:
+        user = services.user_verify(token=token)
+    except services.VerificationFailed as exc:
+        return render(request, "accounts/resend.html", {"form": ResendForm(), "problem": str(exc)}, status=400)
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    messages.success(request, f"Your email {user.email} is verified; you are signed in.")
+    return redirect("jobs:list")
+
+
+def resend(request: HttpRequest) -> HttpResponse:
+    form = ResendForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.verification_resend(email=form.cleaned_data["email"])
+        except services.ResendRefused as exc:
+            form.add_error("email", str(exc))
+        else:
+            # The same answer whether or not the address has an account: no one learns who signed up.
+            messages.success(request, "If an unverified account has this email, a new link is on its way.")
+            return redirect("accounts:resend")
+    return render(request, "accounts/resend.html", {"form": form})

@@ -1,0 +1,7 @@
+"""Notifications: email sent by job kinds, with SMTP failures sorted into retryable and permanent."""
+from django.apps import AppConfig
+
+
+class NotificationsConfig(AppConfig):
+    name = "apps.notifications"
+    label = "notifications"

@@ -1,0 +1,29 @@
+"""Notification kinds: notifications.send_verification_email."""
+from celery import shared_task
+from django.conf import settings
+
+from apps.jobs.registry import JobKind, RetryPolicy, kind_register
+from apps.jobs.tasks import JobRun, JobTask
+from apps.notifications import forms, services
+
+
+@shared_task(base=JobTask, name="notifications.send_verification_email")
+def send_verification_email_task(run: JobRun) -> dict:
+    return services.verification_email_send(user_id=run.params["user"])
+
+
+kind_register(
+    JobKind(
+        "notifications.send_verification_email",
+        send_verification_email_task,
+        forms.SendVerificationEmailForm,
+        title="Send a verification email",
+        description="Emails an unverified account a signed link that activates it; retries 4xx SMTP replies.",
+        retry=RetryPolicy(
+            max_retries=settings.CONVEYOR_EMAIL_MAX_RETRIES,
+            backoff_base=settings.CONVEYOR_EMAIL_BACKOFF_BASE,
+            backoff_cap=settings.CONVEYOR_EMAIL_BACKOFF_CAP,
+        ),
+        params_from_form=forms.verification_params_from_form,
+    )
+)

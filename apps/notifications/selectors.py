@@ -1,0 +1,13 @@
+"""Reads for notifications: when a user's last verification email was asked for."""
+from datetime import datetime
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from apps.jobs.models import Job
+
+VERIFY_KIND = "notifications.send_verification_email"
+
+
+def verification_last_requested_at(*, user: AbstractBaseUser) -> datetime | None:
+    job = Job.objects.filter(kind=VERIFY_KIND, params__user=user.pk).order_by("-created_at").first()
+    return job.created_at if job is not None else None
