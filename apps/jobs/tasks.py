@@ -14,8 +14,10 @@ from django.conf import settings
 
 from apps.jobs import services
 from apps.jobs.errors import JobCancelled
+from apps.jobs.logs import job_log_capture
 from apps.jobs.models import Job
 from apps.jobs.registry import JobKind, kind_for_task
+from apps.ops.log import job_id_var, trace_id_var
 from config import broker
 
 logger = logging.getLogger(__name__)
@@ -58,13 +60,35 @@ class JobTask(Task):
     # Celery would otherwise retry by re-running inside the worker; our retries wait in RabbitMQ.
     autoretry_for = ()
     typing = False
+    # "Running" is a fact of the Job (status, started_at, one JobAttempt per run), written once by
+    # job_start. Celery's STARTED result would write it a second time, before this class can tell
+    # a duplicate message of a finished job, and overwrite that job's stored outcome.
+    track_started = False
 
     def __call__(self, job_id: str) -> Any:
+        # Every log line of this attempt names the job and the request that submitted it.
+        trace_token = trace_id_var.set(getattr(self.request, "trace_id", None) or "-")
+        job_token = job_id_var.set(job_id)
+        try:
+            job = services.job_start(job_id=job_id, worker=self.request.hostname or "")
+            if job is None:
+                # A duplicate message of a finished or cancelled job: acknowledge it, store nothing.
+                raise Ignore()
+            max_lines, max_chars = settings.CONVEYOR_JOB_LOG_MAX_LINES, settings.CONVEYOR_JOB_LOG_MAX_LINE_CHARS
+            with job_log_capture(max_lines=max_lines, max_chars=max_chars) as log:
+                try:
+                    return self._attempt(job)
+                finally:
+                    # One write per attempt, and none when the job logged nothing.
+                    if log:
+                        services.job_attempt_log_save(job=job, lines=log.lines())
+        finally:
+            job_id_var.reset(job_token)
+            trace_id_var.reset(trace_token)
+
+    def _attempt(self, job: Job) -> Any:
         kind = kind_for_task(self.name)
-        job = services.job_start(job_id=job_id, worker=self.request.hostname or "")
-        if job is None:
-            # A duplicate message of a finished or cancelled job: acknowledge it, store nothing.
-            raise Ignore()
+        job_id = str(job.id)
         deliveries = message_deliveries(self.request)
         if deliveries >= settings.CONVEYOR_DELIVERY_LIMIT:
             error = (

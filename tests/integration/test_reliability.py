@@ -2,6 +2,7 @@
 backoff, dead letters, crashes, poison messages, cancellation and re-drive."""
 from itertools import pairwise
 
+from django.core.management import call_command
 from django.db import transaction
 from django_celery_results.models import TaskResult
 
@@ -78,11 +79,25 @@ def test_redrive_moves_a_dead_letter_back_and_the_job_runs_again(worker):
     wait_for_status(job, Job.Status.FAILED)
     wait_until(lambda: str(job.id) in dead_letter_ids(), timeout=10, what="the dead letter")
 
-    assert services.dead_letters_redrive() == 1
+    call_command("redrive_dead_letters")
 
     assert str(job.id) not in dead_letter_ids()
     wait_until(lambda: Job.objects.get(id=job.id).attempts >= 4, timeout=20, what="a new attempt")
     assert JobAttempt.objects.filter(job=job, number=1, outcome="retrying").exists()  # history kept
+
+
+def test_a_duplicate_message_of_a_finished_job_is_not_run_again(start_worker):
+    start_worker(concurrency=1)  # one process: messages are taken strictly in order
+    job = submit("diagnostics.noop")
+    wait_for_status(job, Job.Status.SUCCEEDED)
+
+    assert services.job_publish(job=job)  # e.g. the relay re-published a job whose confirm was lost
+    later = submit("diagnostics.noop")
+    wait_for_status(later, Job.Status.SUCCEEDED)
+
+    job.refresh_from_db()
+    assert job.attempts == 1
+    assert TaskResult.objects.get(task_id=str(job.id)).status == "SUCCESS"
 
 
 def test_worker_killed_with_sigkill_mid_job_leaves_the_message_and_the_job_completes(start_worker):
