@@ -1,5 +1,7 @@
 """The life of a job against the real RabbitMQ, PostgreSQL and worker processes: retries with
 backoff, dead letters, crashes, poison messages, cancellation and re-drive."""
+import os
+import signal
 from itertools import pairwise
 
 from django.core.management import call_command
@@ -106,6 +108,21 @@ def test_worker_killed_with_sigkill_mid_job_leaves_the_message_and_the_job_compl
     wait_until(lambda: Job.objects.get(id=job.id).progress > 0, timeout=30, what="the job to make progress")
 
     first.kill()
+    start_worker()
+
+    wait_for_status(job, Job.Status.SUCCEEDED, timeout=60)
+    assert [a.outcome for a in job.attempt_set.order_by("number")] == ["lost", "succeeded"]
+
+
+def test_sigterm_gives_a_running_job_the_soft_shutdown_timeout_then_requeues_it(start_worker):
+    # As the Procfile and compose run workers: SIGTERM starts Celery's time-limited soft shutdown.
+    first = start_worker(REMAP_SIGTERM="SIGQUIT", CONVEYOR_WORKER_SOFT_SHUTDOWN_TIMEOUT="2")
+    job = submit("diagnostics.sleep", seconds=8, steps=16)
+    wait_until(lambda: Job.objects.get(id=job.id).progress > 0, timeout=30, what="the job to make progress")
+
+    os.kill(first.popen.pid, signal.SIGTERM)
+    first.popen.wait(timeout=30)  # gone soon after the 2 s soft shutdown, not after the 8 s job
+    assert "soft shutdown" in first.output().lower()
     start_worker()
 
     wait_for_status(job, Job.Status.SUCCEEDED, timeout=60)
