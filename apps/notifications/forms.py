@@ -11,14 +11,13 @@ from apps.notifications import selectors
 
 
 class SendVerificationEmailForm(forms.Form):
-    user = forms.ModelChoiceField(
-        queryset=get_user_model().objects.filter(is_active=False),
-        help_text="The id of an account that has not been verified yet.",
-        error_messages={"invalid_choice": "No unverified account has this id; it may be verified already."},
-    )
+    # An id, not a choice list: the kinds API lists choices, and unverified accounts are nobody's business.
+    user = forms.IntegerField(min_value=1, help_text="The id of an account that has not been verified yet.")
 
     def clean_user(self) -> AbstractBaseUser:
-        user = self.cleaned_data["user"]
+        user = get_user_model().objects.filter(pk=self.cleaned_data["user"], is_active=False).first()
+        if user is None:
+            raise forms.ValidationError("No unverified account has this id; it may be verified already.")
         last = selectors.verification_last_requested_at(user=user)
         wait = settings.CONVEYOR_VERIFICATION_RESEND_SECONDS
         if last is not None:

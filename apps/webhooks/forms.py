@@ -29,7 +29,7 @@ class WebhookDeliverForm(forms.Form):
         help_text="The event type, e.g. order.paid.",
         error_messages={"invalid": "Use 1 to 100 letters, digits, dots, colons, dashes or underscores."},
     )
-    payload = forms.JSONField(required=False, initial=dict, help_text="The event's data: any JSON value.")
+    payload = forms.JSONField(required=False, initial={}, help_text="The event's data: any JSON value.")
 
     def __init__(self, *args, user: AbstractBaseUser | None = None, **kwargs):
         super().__init__(*args, **kwargs)
