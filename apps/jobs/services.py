@@ -184,9 +184,11 @@ def job_cancel(*, job: Job) -> Job:
 
 
 def dead_letters_redrive(*, limit: int = 1000) -> int:
-    """Move up to `limit` messages out of the dead queue: each job is retried as a new attempt.
+    """Move up to `limit` messages out of the dead queue and run their jobs again; how many.
 
-    A dead message whose job is gone or no longer failed is dropped: there is nothing left to run.
+    A failed or cancelled job runs again as a new attempt; a job that never finished (its
+    message was dead-lettered before it could be recorded) is published again as it is. A dead
+    message whose job is gone or succeeded is dropped: there is nothing left to run.
     """
     redriven = 0
     with celery_app.connection_for_write() as connection:
@@ -199,6 +201,11 @@ def dead_letters_redrive(*, limit: int = 1000) -> int:
             job = Job.objects.filter(id=message.headers.get("id")).first()
             if job is not None and job.status in (Status.FAILED, Status.CANCELLED):
                 job_retry(job=job)
+                redriven += 1
+            elif job is not None and job.status != Status.SUCCEEDED:
+                if not job_publish(job=job):
+                    message.requeue()
+                    break
                 redriven += 1
             message.ack()
     return redriven

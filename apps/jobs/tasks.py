@@ -11,6 +11,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import DatabaseError
 
 from apps.jobs import services
 from apps.jobs.errors import JobCancelled
@@ -70,7 +71,12 @@ class JobTask(Task):
         trace_token = trace_id_var.set(getattr(self.request, "trace_id", None) or "-")
         job_token = job_id_var.set(job_id)
         try:
-            job = services.job_start(job_id=job_id, worker=self.request.hostname or "")
+            try:
+                job = services.job_start(job_id=job_id, worker=self.request.hostname or "")
+            except DatabaseError:
+                logger.warning("PostgreSQL is unreachable; job %s goes back to RabbitMQ to run later", job_id)
+                self._run_later(job_id=job_id)
+                raise Ignore() from None
             if job is None:
                 # A duplicate message of a finished or cancelled job: acknowledge it, store nothing.
                 raise Ignore()
@@ -114,6 +120,25 @@ class JobTask(Task):
             raise
         services.job_succeed(job=job)
         return result
+
+    def _run_later(self, *, job_id: str) -> None:
+        """Publish this message again after a pause and let the caller acknowledge the original.
+
+        Used when the database cannot be reached: nothing can be recorded, so the job must
+        neither fail nor be dead-lettered, and requeueing at once would spin and count as a
+        crashed delivery. The copy waits in RabbitMQ (delayed delivery), confirmed before the ack.
+        """
+        kind = kind_for_task(self.name)
+        self.apply_async(
+            kwargs={"job_id": job_id},
+            task_id=job_id,
+            queue=broker.job_queue(kind.queue),
+            countdown=settings.CONVEYOR_WORKER_DB_RETRY_SECONDS,
+            retries=self.request.retries,
+            headers={"trace_id": getattr(self.request, "trace_id", "")},
+            soft_time_limit=kind.soft_time_limit,
+            time_limit=kind.time_limit,
+        )
 
     def _retry_or_fail(self, *, job: Job, kind: JobKind, exc: BaseException) -> None:
         retries = self.request.retries

@@ -183,6 +183,8 @@ CONVEYOR_API_MAX_PAGE_SIZE = env.int("CONVEYOR_API_MAX_PAGE_SIZE", default=200)
 # them saves a connect per task. It counts tasks per connection before a recycle.
 # https://github.com/celery/celery/blob/main/celery/fixups/django.py
 CELERY_DB_REUSE_MAX = env.int("CONVEYOR_WORKER_DB_REUSE_MAX", default=1000)
+# When a worker cannot reach PostgreSQL, a job's message goes back to RabbitMQ for this long.
+CONVEYOR_WORKER_DB_RETRY_SECONDS = env.int("CONVEYOR_WORKER_DB_RETRY_SECONDS", default=5)
 
 # --- Webhooks (apps.webhooks) ----------------------------------------------
 # Seconds a delivery waits to connect to an endpoint, then for its answer.

@@ -102,6 +102,19 @@ def test_a_duplicate_message_of_a_finished_job_is_not_run_again(start_worker):
     assert TaskResult.objects.get(task_id=str(job.id)).status == "SUCCESS"
 
 
+def test_a_worker_that_cannot_reach_postgresql_sends_the_job_back_to_run_later(start_worker):
+    cut_off = start_worker(DATABASE_URL="postgres://postgres@127.0.0.1:1/unreachable")
+    job = submit("diagnostics.noop")
+    wait_until(lambda: "PostgreSQL is unreachable" in cut_off.output(), timeout=30, what="the worker to give up")
+    cut_off.stop()
+
+    start_worker()
+
+    wait_for_status(job, Job.Status.SUCCEEDED, timeout=30)
+    assert job.attempts == 1
+    assert str(job.id) not in dead_letter_ids()
+
+
 def test_worker_killed_with_sigkill_mid_job_leaves_the_message_and_the_job_completes(start_worker):
     first = start_worker()
     job = submit("diagnostics.sleep", seconds=3, steps=6)
