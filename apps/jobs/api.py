@@ -136,8 +136,8 @@ def _jobs_submit(request: HttpRequest) -> JsonResponse:
         raise ApiError(400, "Name the job kind in 'kind'; GET /api/kinds/ lists them.", {"kind": ["Required."]})
     if not isinstance(params, dict | QueryDict):
         raise ApiError(400, "'params' must be a JSON object.", {"params": ["Must be an object."]})
-    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
-        message = "'idempotency_key' must be a string of 1 to 200 characters."
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200 or not key.isprintable()):
+        message = "'idempotency_key' must be a string of 1 to 200 printable characters."
         raise ApiError(400, message, {"idempotency_key": [message]})
     try:
         job, created = services.job_submit(

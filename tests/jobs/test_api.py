@@ -60,6 +60,10 @@ def test_idempotency_key_is_per_user(api_client, other_user):
         ({"kind": "diagnostics.sleep", "params": {"seconds": -1}}, "application/json", 400, "not valid", "seconds"),
         ({"kind": "diagnostics.noop", "idempotency_key": 7}, "application/json", 400, "idempotency_key",
          "idempotency_key"),
+        ({"kind": "diagnostics.noop", "idempotency_key": "a\u0000b"}, "application/json", 400, "printable",
+         "idempotency_key"),
+        ({"kind": "diagnostics.fail", "params": {"message": "a\u0000b"}}, "application/json", 400, "not valid",
+         "message"),
         ("kind=diagnostics.noop", "text/plain", 415, "application/json", None),
     ],
 )
