@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: run test setup services venv lint
+.PHONY: run test setup services venv lint bench
 
 run: setup
 	DJANGO_SETTINGS_MODULE=config.settings.local $(BIN)/python manage.py ensure_local_admin
@@ -28,6 +28,13 @@ $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $(STAMP)
+
+# The side-by-side benchmark (under 5 minutes); BENCH_ARGS="--large" adds the backlog test, --help lists
+# every flag. wrk comes from Debian's packages; without it the benchmark uses its Python load generator.
+bench: services
+	command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk) \
+		|| echo "wrk could not be installed; the benchmark uses its Python load generator"
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -1,0 +1,1 @@
+"""The baseline: a bare Django view that calls `task.delay()` and a stock Celery worker, no results."""

@@ -1,0 +1,25 @@
+"""Settings of the baseline web and worker: no database, no middleware, no confirms, no results."""
+import environ
+
+# The baseline is its own small project, so it reads the two variables it shares with Conveyor itself.
+env = environ.Env()
+
+SECRET_KEY = "bench-baseline-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+ROOT_URLCONF = "bench.baseline.urls"
+INSTALLED_APPS: list[str] = []
+MIDDLEWARE: list[str] = []
+DATABASES: dict = {}
+USE_TZ = True
+
+BASELINE_QUEUE = f"{env('CONVEYOR_QUEUE_PREFIX', default='bench-')}baseline"
+
+# Stock Celery with the delivery guarantees Conveyor's worker has (acks_late, prefetch 1, a
+# quorum queue), so the comparison isolates what Conveyor adds: confirms, the Job row, results.
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672//")
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

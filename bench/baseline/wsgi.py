@@ -1,0 +1,8 @@
+"""WSGI entry point of the baseline web, served by the same gunicorn command as Conveyor's."""
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.baseline.settings")
+
+application = get_wsgi_application()

@@ -1,0 +1,46 @@
+"""The benchmark's smoke run: every measurement runs end to end in seconds and writes a well-formed table.
+
+Timing never fails this test; it only proves the harness works, so the benchmark never rots.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench import report
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_smoke_run_writes_results_and_a_table_with_every_measurement(tmp_path: Path):
+    # given the real broker and database; when the benchmark runs at smoke size, backlog included
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--large", "--no-readme", "--output", str(tmp_path),
+         "--database-url", "postgres://postgres@127.0.0.1:5432/conveyor_bench_smoke", "--queue-prefix", "bench-smoke-"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    # then it succeeds and writes JSON with a figure for every measurement, and the table shows them
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
+    results = json.loads((tmp_path / "latest.json").read_text())
+    assert results["submit"]["baseline"]["median"] > 0 and results["submit"]["conveyor"]["median"] > 0
+    assert results["end_to_end"]["conveyor"]["median"] > 0 and results["end_to_end"]["results_in_postgres"]
+    assert results["end_to_end"]["admin_shows_results"]
+    assert results["latency"]["samples"] == 20
+    assert results["backlog"]["all_succeeded"]
+    assert all(results["memory"][role][side]["idle_mib"] > 0 for role in ("web", "worker")
+               for side in ("baseline", "conveyor"))
+    table = (tmp_path / "latest.md").read_text()
+    assert table == report.markdown(results)
+    for measurement in ("Submit throughput", "End-to-end", "Latency 202", "Worker RSS", "Backlog"):
+        assert measurement in table
+
+
+def test_readme_update_replaces_only_the_table_between_its_markers(tmp_path: Path):
+    # given a README with a benchmark table between the markers and text around it
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n## Benchmark\n\n{report.README_START}\nold\n{report.README_END}\n\nAfter.\n")
+    # when the table is updated
+    report.readme_update(readme, "| new |\n")
+    # then only the block changed
+    expected = f"# Title\n\n## Benchmark\n\n{report.README_START}\n| new |\n{report.README_END}\n\nAfter.\n"
+    assert readme.read_text() == expected
