@@ -90,6 +90,19 @@ def queues_reset(*names: str) -> None:
             queue(channel).declare()
 
 
+def dead_letter_ids() -> list[str]:
+    """Task ids of the messages in the dead-letter queue (read without removing them)."""
+    ids, messages = [], []
+    with celery_app.connection_for_write() as conn:
+        queue = broker.dead_queue()(conn.default_channel)
+        while (message := queue.get(no_ack=False)) is not None:
+            ids.append(message.headers["id"])
+            messages.append(message)
+        for message in messages:
+            message.requeue()
+    return ids
+
+
 @pytest.fixture
 def start_worker(transactional_db) -> Iterator[Callable[..., Process]]:
     started: list[Process] = []

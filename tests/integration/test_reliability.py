@@ -10,9 +10,7 @@ from django_celery_results.models import TaskResult
 
 from apps.jobs import services
 from apps.jobs.models import Job, JobAttempt
-from config import broker
-from config.celery import app as celery_app
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import dead_letter_ids, wait_until
 
 
 def submit(kind: str, **params) -> Job:
@@ -28,19 +26,6 @@ def wait_for_status(job: Job, *statuses: str, timeout: float = 30) -> Job:
 
     wait_until(reached, timeout=timeout, what=f"job {job.kind} to be {' or '.join(statuses)} (is {job.status})")
     return job
-
-
-def dead_letter_ids() -> list[str]:
-    """Task ids of the messages in the dead-letter queue (read without removing them)."""
-    ids, messages = [], []
-    with celery_app.connection_for_write() as conn:
-        queue = broker.dead_queue()(conn.default_channel)
-        while (message := queue.get(no_ack=False)) is not None:
-            ids.append(message.headers["id"])
-            messages.append(message)
-        for message in messages:
-            message.requeue()
-    return ids
 
 
 def test_flaky_job_succeeds_on_attempt_3_with_gaps_inside_the_backoff_bounds(worker):

@@ -8,8 +8,7 @@ from django.test import Client
 
 from apps.jobs.models import Job, JobAttempt
 from apps.webhooks.models import WebhookAttempt
-from tests.integration.conftest import wait_until
-from tests.integration.test_reliability import dead_letter_ids
+from tests.integration.conftest import dead_letter_ids, wait_until
 
 pytestmark = pytest.mark.integration
 
