@@ -1,8 +1,9 @@
 """The Celery app: configured from Django settings (CELERY_*), queues from config.broker."""
+import logging.config
 import os
 
 from celery import Celery
-from celery.signals import celeryd_after_setup
+from celery.signals import celeryd_after_setup, setup_logging
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
@@ -29,3 +30,12 @@ def _declare_topology(sender: str, instance, **kwargs) -> None:
 
     with instance.app.connection_for_write() as connection:
         broker.topology_declare(connection)
+
+
+@setup_logging.connect
+def _log_like_django(**kwargs) -> None:
+    # Workers write the same lines as the web (trace and job ids; JSON in production) and keep
+    # the per-job log handler; connecting this signal stops Celery from replacing the handlers.
+    from django.conf import settings
+
+    logging.config.dictConfig(settings.LOGGING)

@@ -5,7 +5,8 @@ Who writes what ("one writer per fact"):
   trace id, submitter, created_at; the publisher (web after commit, or the outbox relay) writes
   published_at; operator actions move a job back to `queued` or to `cancelled`.
 - The worker writes what happened: status while running, attempts, progress, error message,
-  next retry time, started/finished times, and one JobAttempt row per attempt.
+  next retry time, started/finished times, and one JobAttempt row per attempt with the log lines
+  the job emitted during it.
 - django-celery-results' TaskResult (written by Celery's result backend in the worker) holds
   the task's return value (the job's result summary) and the traceback of its latest attempt.
   Job keeps no copy of either; pages and the API read them from TaskResult.
@@ -14,6 +15,7 @@ import hashlib
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models import Q
 
@@ -59,6 +61,16 @@ class Job(models.Model):
             models.Index(fields=["submitted_by", "-created_at"], name="job_owner_recent"),
             models.Index(fields=["status", "-created_at"], name="job_status_recent"),
             models.Index(fields=["kind", "-created_at"], name="job_kind_recent"),
+            # The admin's and pages' newest-first lists, unfiltered or by date, over millions of jobs.
+            models.Index(fields=["-created_at", "-id"], name="job_recent"),
+            # Throughput and failure rate over the last hour (dashboard), finished jobs only.
+            models.Index(fields=["finished_at"], name="job_finished", condition=Q(finished_at__isnull=False)),
+            # The admin's search by a value inside params (`key=value`, JSON containment).
+            GinIndex(fields=["params"], opclasses=["jsonb_path_ops"], name="job_params"),
+            # The admin's search by idempotency key, whoever submitted the job.
+            models.Index(
+                fields=["idempotency_key"], name="job_idempotency_key", condition=Q(idempotency_key__isnull=False)
+            ),
             # The outbox: jobs recorded but not yet taken by RabbitMQ.
             models.Index(
                 fields=["created_at"], name="job_outbox", condition=Q(published_at__isnull=True, status="queued")
@@ -102,6 +114,9 @@ class JobAttempt(models.Model):
     error = models.TextField(blank=True)
     # Seconds the next attempt waits in RabbitMQ after this one failed transiently.
     retry_delay = models.FloatField(null=True, blank=True)
+    # What the job logged during this attempt: [{"time", "level", "logger", "message"}], oldest first,
+    # at most CONVEYOR_JOB_LOG_MAX_LINES (+1 marker line saying how many older ones were dropped).
+    log = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["job", "number"]

@@ -48,6 +48,7 @@ def job_json(*, job: Job, task_result: TaskResult | None = None, detail: bool = 
                 "outcome": attempt.outcome,
                 "error": attempt.error,
                 "retry_delay": attempt.retry_delay,
+                "log": attempt.log,
             }
             for attempt in job.attempt_set.all()
         ]

@@ -280,6 +280,11 @@ def job_cancelled_while_running(*, job: Job) -> None:
     _attempt_finish(job=job, outcome=JobAttempt.Outcome.CANCELLED, error="Cancelled by an operator.")
 
 
+def job_attempt_log_save(*, job: Job, lines: list[dict]) -> None:
+    """Store what the job logged during its current attempt, in one statement when the attempt ends."""
+    JobAttempt.objects.filter(job_id=job.id, number=job.attempts).update(log=lines)
+
+
 
 # --- API tokens --------------------------------------------------------------
 

@@ -66,31 +66,34 @@ class JobTask(Task):
     # a duplicate message of a finished job, and overwrite that job's stored outcome.
     track_started = False
 
+    def before_start(self, task_id: str, args: tuple, kwargs: dict) -> None:
+        # From here to after_return, every log line (Celery's "succeeded"/"raised" lines too)
+        # names the job and the request that submitted it (the trace_id header job_publish sends).
+        trace_id_var.set(getattr(self.request, "trace_id", None) or "-")
+        job_id_var.set(task_id)
+
+    def after_return(self, *args: Any, **kwargs: Any) -> None:
+        trace_id_var.set("-")
+        job_id_var.set("-")
+
     def __call__(self, job_id: str) -> Any:
-        # Every log line of this attempt names the job and the request that submitted it.
-        trace_token = trace_id_var.set(getattr(self.request, "trace_id", None) or "-")
-        job_token = job_id_var.set(job_id)
         try:
+            job = services.job_start(job_id=job_id, worker=self.request.hostname or "")
+        except DatabaseError:
+            logger.warning("PostgreSQL is unreachable; job %s goes back to RabbitMQ to run later", job_id)
+            self._run_later(job_id=job_id)
+            raise Ignore() from None
+        if job is None:
+            # A duplicate message of a finished or cancelled job: acknowledge it, store nothing.
+            raise Ignore()
+        max_lines, max_chars = settings.CONVEYOR_JOB_LOG_MAX_LINES, settings.CONVEYOR_JOB_LOG_MAX_LINE_CHARS
+        with job_log_capture(max_lines=max_lines, max_chars=max_chars) as log:
             try:
-                job = services.job_start(job_id=job_id, worker=self.request.hostname or "")
-            except DatabaseError:
-                logger.warning("PostgreSQL is unreachable; job %s goes back to RabbitMQ to run later", job_id)
-                self._run_later(job_id=job_id)
-                raise Ignore() from None
-            if job is None:
-                # A duplicate message of a finished or cancelled job: acknowledge it, store nothing.
-                raise Ignore()
-            max_lines, max_chars = settings.CONVEYOR_JOB_LOG_MAX_LINES, settings.CONVEYOR_JOB_LOG_MAX_LINE_CHARS
-            with job_log_capture(max_lines=max_lines, max_chars=max_chars) as log:
-                try:
-                    return self._attempt(job)
-                finally:
-                    # One write per attempt, and none when the job logged nothing.
-                    if log:
-                        services.job_attempt_log_save(job=job, lines=log.lines())
-        finally:
-            job_id_var.reset(job_token)
-            trace_id_var.reset(trace_token)
+                return self._attempt(job)
+            finally:
+                # One write per attempt, and none when the job logged nothing.
+                if log:
+                    services.job_attempt_log_save(job=job, lines=log.lines())
 
     def _attempt(self, job: Job) -> Any:
         kind = kind_for_task(self.name)

@@ -1,9 +1,15 @@
-"""Give every request an id: the caller's X-Request-ID when it sends a sane one, else a new one."""
+"""Give every request an id: the caller's X-Request-ID when it sends a sane one, else a new one.
+
+The id is returned in the response, put on every log line written while the request is handled,
+and stored on the jobs the request submits (as their trace id).
+"""
 import re
 import uuid
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
+
+from apps.ops.log import trace_id_var
 
 _SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -15,6 +21,10 @@ class RequestIdMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         offered = request.headers.get("X-Request-ID", "")
         request.request_id = offered if _SANE_ID.match(offered) else uuid.uuid4().hex
-        response = self.get_response(request)
+        token = trace_id_var.set(request.request_id)
+        try:
+            response = self.get_response(request)
+        finally:
+            trace_id_var.reset(token)
         response["X-Request-ID"] = request.request_id
         return response

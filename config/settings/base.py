@@ -95,12 +95,29 @@ MEDIA_ROOT = env.path("DJANGO_MEDIA_ROOT", default=BASE_DIR / "media")
 # https://docs.djangoproject.com/en/5.2/ref/settings/#data-upload-max-memory-size
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("CONVEYOR_MAX_REQUEST_BYTES", default=256 * 1024)
 
+# --- Logs ------------------------------------------------------------------
+# How log lines are written: "text" (readable, for a terminal) or "json" (one object per line, the
+# production default, for a log collector). Web and worker lines carry the trace id and job id.
+CONVEYOR_LOG_FORMAT = env("CONVEYOR_LOG_FORMAT", default="text")
+# Log lines kept with each attempt of a job and shown on its page; older lines are dropped and a
+# marker says how many. The worker holds at most this many in memory while the attempt runs.
+CONVEYOR_JOB_LOG_MAX_LINES = env.int("CONVEYOR_JOB_LOG_MAX_LINES", default=200)
+# Characters kept of one job log line (a traceback included); the rest is cut with a note.
+CONVEYOR_JOB_LOG_MAX_LINE_CHARS = env.int("CONVEYOR_JOB_LOG_MAX_LINE_CHARS", default=4000)
+# Celery workers use this configuration too (config/celery.py), not Celery's own log format.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "text"}},
-    "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
+    "filters": {"context": {"()": "apps.ops.log.LogContextFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [trace=%(trace_id)s job=%(job_id)s] %(message)s"},
+        "json": {"()": "apps.ops.log.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": CONVEYOR_LOG_FORMAT, "filters": ["context"]},
+        "job_log": {"class": "apps.jobs.logs.JobLogHandler"},
+    },
+    "root": {"handlers": ["console", "job_log"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
 }
 
 # --- Broker topology -------------------------------------------------------
@@ -179,6 +196,22 @@ CONVEYOR_RELAY_BATCH_SIZE = env.int("CONVEYOR_RELAY_BATCH_SIZE", default=500)
 # --- Pages and API ---------------------------------------------------------
 CONVEYOR_PAGE_SIZE = env.int("CONVEYOR_PAGE_SIZE", default=25)
 CONVEYOR_API_MAX_PAGE_SIZE = env.int("CONVEYOR_API_MAX_PAGE_SIZE", default=200)
+
+# --- Operator console: admin, dashboard, Flower, metrics -------------------
+# The admin's job list counts at most this many matches ("10000" then means "at least"): an exact
+# COUNT(*) over millions of jobs takes seconds on every page.
+CONVEYOR_ADMIN_COUNT_LIMIT = env.int("CONVEYOR_ADMIN_COUNT_LIMIT", default=10_000)
+# Where operators open Flower, and the path prefix Flower serves under (Flower reads the same
+# FLOWER_URL_PREFIX); the admin links each job to {CONVEYOR_FLOWER_URL}/{prefix}/task/<id>.
+# https://flower.readthedocs.io/en/latest/config.html#url-prefix
+CONVEYOR_FLOWER_URL = env("CONVEYOR_FLOWER_URL", default="http://127.0.0.1:5555")
+FLOWER_URL_PREFIX = env("FLOWER_URL_PREFIX", default="")
+# RabbitMQ's management API, e.g. http://guest:guest@127.0.0.1:15672/api/ (Flower reads the same
+# FLOWER_BROKER_API): the dashboard and /metrics take unacknowledged counts from it. Unset, they
+# ask RabbitMQ over AMQP, which tells ready messages only.
+CONVEYOR_BROKER_API = env("FLOWER_BROKER_API", default="")
+# The bearer token Prometheus sends to GET /metrics; unset, /metrics answers 403.
+CONVEYOR_METRICS_TOKEN = env("CONVEYOR_METRICS_TOKEN", default="")
 # Celery's Django fixup closes database connections after every task unless this is set; reusing
 # them saves a connect per task. It counts tasks per connection before a recycle.
 # https://github.com/celery/celery/blob/main/celery/fixups/django.py

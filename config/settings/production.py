@@ -17,3 +17,7 @@ SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 # /healthz and /readyz are probed over plain HTTP from inside the network.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+
+# Production logs are JSON lines for a log collector, unless CONVEYOR_LOG_FORMAT says otherwise.
+CONVEYOR_LOG_FORMAT = env("CONVEYOR_LOG_FORMAT", default="json")
+LOGGING["handlers"]["console"]["formatter"] = CONVEYOR_LOG_FORMAT  # noqa: F405

@@ -30,6 +30,17 @@
       [a.number, a.started_at, a.finished_at, a.outcome, a.retry_delay, a.error].forEach(function (v) { cell(row, v); });
       rows.appendChild(row);
     });
+    var log = document.getElementById("job-log");
+    log.textContent = "";
+    (job.attempt_history || []).forEach(function (a) {
+      (a.log || []).forEach(function (line) {
+        var span = document.createElement("span");
+        span.className = "log-" + line.level.toLowerCase();
+        span.textContent = "#" + a.number + " " + line.time + " " + line.level + " " + line.logger + ": " + line.message + "\n";
+        log.appendChild(span);
+      });
+    });
+    if (!log.textContent) { log.textContent = "—"; }
     return finished.indexOf(job.status) === -1;
   }
 

@@ -1,0 +1,39 @@
+"""Log context for every line, web and worker: the trace id and job id, and the JSON line format.
+
+Settings' LOGGING puts `LogContextFilter` on every handler, so each record carries `trace_id` and
+`job_id` (or "-"); imported while logging is configured, so this module imports no Django models.
+"""
+import json
+import logging
+from contextvars import ContextVar
+from datetime import UTC, datetime
+
+# The id of the web request being handled, or of the request that submitted the running job.
+trace_id_var: ContextVar[str] = ContextVar("trace_id", default="-")
+# The job a worker is running, or "-".
+job_id_var: ContextVar[str] = ContextVar("job_id", default="-")
+
+
+class LogContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.trace_id = trace_id_var.get()
+        record.job_id = job_id_var.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors in production."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "trace_id": getattr(record, "trace_id", "-"),
+            "job_id": getattr(record, "job_id", "-"),
+            "process": record.process,
+        }
+        if record.exc_info:
+            line["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
