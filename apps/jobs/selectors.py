@@ -1,6 +1,11 @@
-"""Reads of jobs: what a user may see, a job's execution record, API token owners."""
+"""Reads of jobs: what a user may see, search, a job's execution record and timeline, API token owners."""
+import json
+import uuid
+from datetime import datetime
+
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet, TextField
+from django.db.models.functions import Cast, Trunc
 from django_celery_results.models import TaskResult
 
 from apps.jobs.models import ApiToken, Job
@@ -29,3 +34,71 @@ def job_task_result(*, job: Job) -> TaskResult | None:
 def api_token_user(*, token: str) -> AbstractBaseUser | None:
     found = ApiToken.objects.select_related("user").filter(key_hash=ApiToken.hash_of(token)).first()
     return found.user if found is not None and found.user.is_active else None
+
+
+def jobs_search(*, jobs: QuerySet[Job], term: str) -> QuerySet[Job]:
+    """The admin's search: a job id; `key=value` inside params; else an idempotency key or error text.
+
+    A value after `=` is matched as JSON too (`seconds=2` finds 2 and "2"); id, idempotency key and
+    `key=value` use indexes, free text reads every job's params and error.
+    """
+    term = term.strip()
+    if not term:
+        return jobs
+    try:
+        return jobs.filter(id=uuid.UUID(term))
+    except ValueError:
+        pass
+    key, equals, value = term.partition("=")
+    if equals and key and not any(character.isspace() for character in key):
+        matches = Q(params__contains={key: value})
+        try:
+            matches |= Q(params__contains={key: json.loads(value)})
+        except ValueError:
+            pass
+        return jobs.filter(matches)
+    return jobs.annotate(params_text=Cast("params", TextField())).filter(
+        Q(idempotency_key=term) | Q(params_text__icontains=term) | Q(error__icontains=term)
+    )
+
+
+def job_timeline(*, job: Job) -> list[dict]:
+    """What happened to the job, oldest first: submitted, published, each attempt, finished."""
+    events = [{"at": job.created_at, "event": "submitted", "detail": f"by {job.submitted_by or 'the system'}"}]
+    if job.published_at:
+        events.append({"at": job.published_at, "event": "published", "detail": f"to queue {job.queue}"})
+    for attempt in job.attempt_set.all():
+        events.append(
+            {"at": attempt.started_at, "event": f"attempt {attempt.number} started", "detail": f"on {attempt.worker}"}
+        )
+        if attempt.finished_at:
+            detail = attempt.error or ""
+            if attempt.retry_delay is not None:
+                detail = f"{detail}; next attempt in {attempt.retry_delay:g} s".lstrip("; ")
+            events.append(
+                {"at": attempt.finished_at, "event": f"attempt {attempt.number} {attempt.outcome}", "detail": detail}
+            )
+    if job.finished_at:
+        events.append({"at": job.finished_at, "event": f"finished: {job.status}", "detail": job.error})
+    return sorted(events, key=lambda event: event["at"])
+
+
+def jobs_status_counts(*, since: datetime) -> dict[str, int]:
+    """Jobs submitted since `since`, by their status now."""
+    rows = Job.objects.filter(created_at__gte=since).values_list("status").annotate(count=Count("id"))
+    return dict(rows)
+
+
+def jobs_finished_per_minute(*, since: datetime) -> list[dict]:
+    """Jobs that finished succeeded or failed since `since`, per minute: [{"minute", "succeeded", "failed"}]."""
+    rows = (
+        Job.objects.filter(finished_at__gte=since, status__in=[Job.Status.SUCCEEDED, Job.Status.FAILED])
+        .annotate(minute=Trunc("finished_at", "minute"))
+        .values("minute")
+        .annotate(
+            succeeded=Count("id", filter=Q(status=Job.Status.SUCCEEDED)),
+            failed=Count("id", filter=Q(status=Job.Status.FAILED)),
+        )
+        .order_by("minute")
+    )
+    return list(rows)
