@@ -60,3 +60,17 @@ def test_retry_button_requeues_a_failed_job(signed_in, user):
     job.refresh_from_db()
     assert job.status == "queued"
     assert "Job queued again." in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_shown", "cancel_shown"),
+    [("failed", True, False), ("queued", False, True), ("running", False, True), ("succeeded", False, False)],
+)
+def test_job_page_shows_only_the_actions_the_status_allows(signed_in, user, status, retry_shown, cancel_shown):
+    # diagnostics.sleep is interruptible, so a running one can be cancelled
+    job = Job.objects.create(kind="diagnostics.sleep", queue="default", submitted_by=user, status=status)
+    page = signed_in.get(f"/jobs/{job.id}/").content.decode()
+    retry = page[page.index('id="job-retry"') : page.index("Retry</button>")]
+    cancel = page[page.index('id="job-cancel"') : page.index("Cancel</button>")]
+    assert ("hidden" not in retry) == retry_shown
+    assert ("hidden" not in cancel) == cancel_shown

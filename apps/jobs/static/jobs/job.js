@@ -41,7 +41,26 @@
       });
     });
     if (!log.textContent) { log.textContent = "—"; }
-    return finished.indexOf(job.status) === -1;
+    ["job-retry", "job-cancel"].forEach(function (id) {
+      var form = document.getElementById(id);
+      form.hidden = form.dataset.statuses.split(" ").indexOf(job.status) === -1;
+    });
+    var running = finished.indexOf(job.status) === -1;
+    if (!running) { refreshKindDetails(); }
+    return running;
+  }
+
+  // A kind's own block (a download link, each webhook response) is drawn by the server:
+  // fetch the page once more when the job ends and take the block from it.
+  function refreshKindDetails() {
+    var block = document.getElementById("job-kind-details");
+    if (!block) { return; }
+    fetch(window.location.href, { credentials: "same-origin" })
+      .then(function (response) { return response.text(); })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("job-kind-details");
+        if (fresh) { block.innerHTML = fresh.innerHTML; }
+      });
   }
 
   function poll() {
