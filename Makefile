@@ -6,13 +6,17 @@ STAMP := $(VENV)/.installed-requirements
 
 .PHONY: run test setup services venv lint bench
 
+# Flower keeps its task history in var/flower.db (--persistent), so it survives a restart.
 run: setup
+	mkdir -p var
 	DJANGO_SETTINGS_MODULE=config.settings.local $(BIN)/python manage.py ensure_local_admin
 	@echo "Web http://127.0.0.1:8000/jobs/  Admin http://127.0.0.1:8000/admin/  Flower http://127.0.0.1:5555/"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
+# The browser tests drive Debian's Chromium through Playwright, which never downloads a browser here.
 test: setup
 	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python manage.py ensure_services
+	test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 setup: services

@@ -26,6 +26,9 @@ from apps.jobs.models import ApiToken, Job
 from apps.jobs.registry import kinds_all
 from apps.ops.selectors import queues_depth, workers_active
 
+admin.site.site_header = "Conveyor operations"
+admin.site.site_title = "Conveyor"
+
 STATUS_COLOURS = {
     Job.Status.QUEUED: "#5b6b84",
     Job.Status.RUNNING: "#1f6feb",
@@ -156,7 +159,7 @@ class JobAdmin(admin.ModelAdmin):
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         # Every field is the worker's or the submitter's fact: the page shows them, never saves them.
-        extra_context = {**(extra_context or {}), "show_save": False, "show_save_and_continue": False,
+        extra_context = {**(extra_context or {}), "title": "Job", "show_save": False, "show_save_and_continue": False,
                          "show_save_and_add_another": False, "show_delete": False}
         return super().changeform_view(request, object_id, form_url, extra_context)
 
@@ -208,7 +211,7 @@ class JobAdmin(admin.ModelAdmin):
     def timeline(self, job: Job) -> str:
         rows = format_html_join(
             "", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            ((event["at"].isoformat(timespec="milliseconds"), event["event"], event["detail"])
+            ((f"{event['at']:%Y-%m-%d %H:%M:%S.%f}"[:-3], event["event"], event["detail"])
              for event in selectors.job_timeline(job=job)),
         )
         return format_html('<table class="job-timeline"><tbody>{}</tbody></table>', rows)
@@ -303,11 +306,12 @@ def throughput_chart(*, rows: list[dict], now: datetime, minutes: int = 60) -> d
             "label": f"{minute:%H:%M} {ok} succeeded, {failed} failed",
         })
         if ok + failed:
-            rate_points.append(f"{x + bar / 2:.0f},{height - height * failed / (ok + failed):.1f}")
+            rate_points.append({"x": x + bar / 2, "y": height - height * failed / (ok + failed)})
     total_ok = sum(ok for _, ok, _ in series)
     total_failed = sum(failed for _, _, failed in series)
     return {
-        "width": width, "height": height, "bar_width": bar - 2, "bars": bars, "rate_points": " ".join(rate_points),
+        "width": width, "height": height, "bar_width": bar - 2, "bars": bars, "rate_points": rate_points,
+        "rate_line": " ".join(f"{point['x']:.0f},{point['y']:.1f}" for point in rate_points),
         "peak": peak, "succeeded": total_ok, "failed": total_failed,
         "failure_rate": f"{100 * total_failed / (total_ok + total_failed):.1f}" if total_ok + total_failed else "0.0",
         "start": start, "end": now,

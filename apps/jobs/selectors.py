@@ -78,9 +78,11 @@ def job_timeline(*, job: Job) -> list[dict]:
             events.append(
                 {"at": attempt.finished_at, "event": f"attempt {attempt.number} {attempt.outcome}", "detail": detail}
             )
+    events.sort(key=lambda event: event["at"])
     if job.finished_at:
+        # Last, whatever the clock says: the attempt's own row is written a moment after the job's.
         events.append({"at": job.finished_at, "event": f"finished: {job.status}", "detail": job.error})
-    return sorted(events, key=lambda event: event["at"])
+    return events
 
 
 def jobs_status_counts(*, since: datetime) -> dict[str, int]:

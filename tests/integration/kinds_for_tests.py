@@ -1,4 +1,4 @@
-"""Job kinds only the tests use: one whose message kills its worker, one on a queue no worker reads.
+"""Job kinds only the tests use: one that kills its worker, one no worker reads, ones that fail on purpose.
 
 The test worker imports this module too (celery worker --include), so both sides know the kinds.
 """
@@ -8,7 +8,7 @@ import signal
 from celery import shared_task
 from django import forms
 
-from apps.jobs.errors import TransientJobError
+from apps.jobs.errors import PermanentJobError, TransientJobError
 from apps.jobs.registry import JobKind, RetryPolicy, kind_register
 from apps.jobs.tasks import JobRun, JobTask
 
@@ -47,3 +47,14 @@ kind_register(
         retry=RetryPolicy(max_retries=2, backoff_base=1.0, backoff_cap=2.0),
     )
 )
+
+
+@shared_task(base=JobTask, name="tests.fail_first")
+def fail_first_task(run: JobRun) -> dict:
+    if run.attempt == 1:
+        raise PermanentJobError("Fails on its first attempt on purpose; an operator's retry succeeds.")
+    return {"attempt": run.attempt}
+
+
+# For the operator's retry: it fails for good once, then succeeds when retried.
+kind_register(JobKind("tests.fail_first", fail_first_task, EmptyForm, title="Fails first"))
