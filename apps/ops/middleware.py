@@ -1,9 +1,11 @@
 """Give every request an id: the caller's X-Request-ID when it sends a sane one, else a new one.
 
-The id is returned in the response, put on every log line written while the request is handled,
-and stored on the jobs the request submits (as their trace id).
+The id is returned in the response, put on every log line written while the request is handled
+(the access line this middleware writes too), and stored on the jobs the request submits.
 """
+import logging
 import re
+import time
 import uuid
 from collections.abc import Callable
 
@@ -11,6 +13,8 @@ from django.http import HttpRequest, HttpResponse
 
 from apps.ops.log import trace_id_var
 
+# The access log: gunicorn's own would have neither the request id nor the JSON format.
+access_logger = logging.getLogger("conveyor.access")
 _SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -24,6 +28,11 @@ class RequestIdMiddleware:
         # Not reset on the way out: Django logs a 4xx/5xx line after the middleware returns, and
         # that line needs the id too. The thread's next request sets its own.
         trace_id_var.set(request.request_id)
+        started = time.perf_counter()
         response = self.get_response(request)
         response["X-Request-ID"] = request.request_id
+        access_logger.info(
+            "%s %s %s %.1fms", request.method, request.get_full_path(), response.status_code,
+            1000 * (time.perf_counter() - started),
+        )
         return response

@@ -30,6 +30,7 @@ def test_a_web_request_log_line_carries_the_id_from_x_request_id(client, root_li
     response = client.get("/no-such-page", HTTP_X_REQUEST_ID="edge-77")
     assert response.status_code == 404 and response["X-Request-ID"] == "edge-77"
     assert "trace=edge-77 Not Found: /no-such-page" in root_lines
+    assert "trace=edge-77 GET /no-such-page 404" in " ".join(root_lines)  # the access line
 
 
 @pytest.mark.django_db
