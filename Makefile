@@ -23,8 +23,12 @@ setup: services
 	DJANGO_SETTINGS_MODULE=config.settings.local $(BIN)/python manage.py migrate --noinput
 	DJANGO_SETTINGS_MODULE=config.settings.local $(BIN)/python manage.py collectstatic --noinput --verbosity 0
 
+# RabbitMQ's management API gives the dashboard and Flower unacknowledged counts; on a local
+# RabbitMQ (not Docker's, which has it) the plugin is enabled once, if it is not answering yet.
 services: venv
 	DJANGO_SETTINGS_MODULE=config.settings.local $(BIN)/python manage.py ensure_services
+	curl -sf -o /dev/null http://127.0.0.1:15672/ || ! command -v rabbitmq-plugins >/dev/null \
+		|| rabbitmq-plugins enable rabbitmq_management >/dev/null || echo "RabbitMQ management API unavailable"
 
 venv: $(STAMP)
 

@@ -206,10 +206,11 @@ CONVEYOR_ADMIN_COUNT_LIMIT = env.int("CONVEYOR_ADMIN_COUNT_LIMIT", default=10_00
 # https://flower.readthedocs.io/en/latest/config.html#url-prefix
 CONVEYOR_FLOWER_URL = env("CONVEYOR_FLOWER_URL", default="http://127.0.0.1:5555")
 FLOWER_URL_PREFIX = env("FLOWER_URL_PREFIX", default="")
-# RabbitMQ's management API, e.g. http://guest:guest@127.0.0.1:15672/api/ (Flower reads the same
-# FLOWER_BROKER_API): the dashboard and /metrics take unacknowledged counts from it. Unset, they
-# ask RabbitMQ over AMQP, which tells ready messages only.
-CONVEYOR_BROKER_API = env("FLOWER_BROKER_API", default="")
+# RabbitMQ's management API (Flower reads the same FLOWER_BROKER_API): the dashboard and /metrics
+# take unacknowledged counts from it. Where it does not answer they ask RabbitMQ over AMQP, which
+# tells ready messages only. `make services` enables the plugin on a local RabbitMQ.
+# https://www.rabbitmq.com/docs/management#http-api
+CONVEYOR_BROKER_API = env("FLOWER_BROKER_API", default="http://guest:guest@127.0.0.1:15672/api/")
 # The bearer token Prometheus sends to GET /metrics; unset, /metrics answers 403.
 CONVEYOR_METRICS_TOKEN = env("CONVEYOR_METRICS_TOKEN", default="")
 # Celery's Django fixup closes database connections after every task unless this is set; reusing
