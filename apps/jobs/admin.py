@@ -165,7 +165,7 @@ class JobAdmin(admin.ModelAdmin):
 
     # --- columns and fields ---
 
-    @admin.display(description="job", ordering="created_at")
+    @admin.display(description="job")
     def short_id(self, job: Job) -> str:
         return str(job.id)[:8]
 
