@@ -128,7 +128,7 @@ def _setup() -> None:
 
 
 def _queue_names() -> list[str]:
-    return [broker.queue_name("default"), broker.queue_name("dead"), baseline.settings.BASELINE_QUEUE]
+    return [queue.name for queue in broker.job_queues()] + [broker.dead_queue().name, baseline.settings.BASELINE_QUEUE]
 
 
 def _queues_reset() -> None:
@@ -236,13 +236,14 @@ def _worker_start(side: Side, *, env: dict[str, str], log_dir: Path) -> Process:
 
 def _workers_warm(sides: list[Side]) -> None:
     """Run a few jobs through each side so imports and connections are made, then read idle memory."""
+    submitted: dict[str, list[str]] = {}
     for side in sides:
         client = load.KeepAliveClient(side.submit_url)
-        for _ in range(20):
-            client.request("POST", body=NOOP_BODY, headers=side.headers)
+        submitted[side.name] = [json.loads(client.request("POST", body=NOOP_BODY, headers=side.headers)[1])["id"]
+                                for _ in range(20)]
         client.close()
-    wait_until(lambda: Job.objects.filter(status=Job.Status.SUCCEEDED).count() == 20, timeout=60,
-               what="Conveyor's warm-up jobs")
+    warm = TaskResult.objects.filter(task_id__in=submitted["conveyor"], status="SUCCESS")
+    wait_until(lambda: warm.count() == 20, timeout=60, what="Conveyor's warm-up jobs")
     with _broker_channel() as channel:
         wait_until(lambda: all(_depth(channel, side.queue) == 0 for side in sides), timeout=60,
                    what="the warm-up messages")
@@ -287,6 +288,9 @@ def _submit_measure(args: Namespace, *, sides: list[Side], generator: str, profi
             side.rss["web"]["load"] = max(side.rss["web"].get("load", 0), sampler.peak)
             print(f"  round {index + 1} {side.name}: {measured[side.name][-1].per_second:,.0f} requests/s")
         _queues_purge()
+    # Requests the load generator abandoned at its deadline still finish; let them, then clear up.
+    time.sleep(2)
+    _queues_purge()
     _tables_truncate()
     rates = {name: [result.per_second for result in results] for name, results in measured.items()}
     ratio = _paired_ratio(rates["baseline"], rates["conveyor"])
@@ -312,7 +316,8 @@ def _latency_measure(args: Namespace, conveyor: Side) -> dict[str, Any]:
         answered[uuid.UUID(json.loads(body)["id"])] = at
         time.sleep(args.latency_gap_ms / 1000)
     client.close()
-    wait_until(lambda: Job.objects.filter(status=Job.Status.SUCCEEDED).count() == len(answered), timeout=120,
+    # Their results are the last writes of the jobs: once all are in, nothing of them lands after the truncate.
+    wait_until(lambda: TaskResult.objects.filter(status="SUCCESS").count() == len(answered), timeout=120,
                what="the latency jobs to finish")
     started = dict(Job.objects.values_list("id", "started_at"))
     latencies = [(started[job_id].timestamp() - at) * 1000 for job_id, at in answered.items()]

@@ -25,8 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sizes.add_argument("--connections", type=int, default=8,
                        help="concurrent keep-alive connections of the load generator; the web serves "
                        "2 workers x 4 threads (default 8)")
-    sizes.add_argument("--jobs", type=int, default=5000,
-                       help="no-op jobs queued then drained per end-to-end round and side (default 5000)")
+    sizes.add_argument("--jobs", type=int, default=2000,
+                       help="no-op jobs queued then drained per end-to-end round and side (default 2000)")
     sizes.add_argument("--latency-samples", type=int, default=1000,
                        help="jobs submitted one at a time for the 202-to-start latency (default 1000)")
     sizes.add_argument("--latency-gap-ms", type=float, default=10,
