@@ -125,6 +125,8 @@ class JobAdmin(admin.ModelAdmin):
     list_per_page = 50
     paginator = CappedCountPaginator
     show_full_result_count = False
+    # Facet counts would run one COUNT per filter choice over the whole table.
+    show_facets = admin.ShowFacets.NEVER
     actions = [retry_jobs, cancel_jobs]
     change_form_template = "admin/jobs/job/change_form.html"
     change_list_template = "admin/jobs/job/change_list.html"
@@ -156,6 +158,9 @@ class JobAdmin(admin.ModelAdmin):
         if job is not None:
             job.task_result = selectors.job_task_result(job=job)
         return job
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {**(extra_context or {}), "title": "Jobs"})
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         # Every field is the worker's or the submitter's fact: the page shows them, never saves them.
