@@ -19,6 +19,7 @@ from django.utils.datastructures import MultiValueDict
 from apps.jobs.errors import ActionNotAllowed, IdempotencyKeyReused, JobCancelled, JobParamsInvalid
 from apps.jobs.models import ApiToken, Job, JobAttempt
 from apps.jobs.registry import JobKind, RetryPolicy, kind_get
+from apps.ops.log import trace_id_var
 from config import broker
 from config.celery import app as celery_app
 
@@ -53,7 +54,9 @@ def job_submit(
 ) -> tuple[Job, bool]:
     """Record a job in the caller's transaction and publish it after commit.
 
-    Returns (job, created); created is False when the idempotency key names an earlier job.
+    Without a `trace_id` the job takes the current one: the web request's id, or in a worker the
+    trace id of the job that submits it. Returns (job, created); created is False when the
+    idempotency key names an earlier job.
     """
     job_kind = kind_get(kind)
     cleaned = job_params_clean(kind=job_kind, params=params, files=files, user=submitted_by)
@@ -67,7 +70,7 @@ def job_submit(
         params=cleaned,
         queue=job_kind.queue,
         idempotency_key=idempotency_key or None,
-        trace_id=trace_id,
+        trace_id=trace_id or trace_id_var.get(),
         submitted_by=submitted_by if submitted_by is not None and submitted_by.is_authenticated else None,
     )
     try:

@@ -69,12 +69,12 @@ class JobTask(Task):
     def before_start(self, task_id: str, args: tuple, kwargs: dict) -> None:
         # From here to after_return, every log line (Celery's "succeeded"/"raised" lines too)
         # names the job and the request that submitted it (the trace_id header job_publish sends).
-        trace_id_var.set(getattr(self.request, "trace_id", None) or "-")
+        trace_id_var.set(getattr(self.request, "trace_id", None) or "")
         job_id_var.set(task_id)
 
     def after_return(self, *args: Any, **kwargs: Any) -> None:
-        trace_id_var.set("-")
-        job_id_var.set("-")
+        trace_id_var.set("")
+        job_id_var.set("")
 
     def __call__(self, job_id: str) -> Any:
         try:

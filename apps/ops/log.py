@@ -8,16 +8,17 @@ import logging
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
-# The id of the web request being handled, or of the request that submitted the running job.
-trace_id_var: ContextVar[str] = ContextVar("trace_id", default="-")
-# The job a worker is running, or "-".
-job_id_var: ContextVar[str] = ContextVar("job_id", default="-")
+# The id of the web request being handled, or of the request that submitted the running job;
+# jobs submitted meanwhile carry it too. Empty outside both.
+trace_id_var: ContextVar[str] = ContextVar("trace_id", default="")
+# The job a worker is running, or empty.
+job_id_var: ContextVar[str] = ContextVar("job_id", default="")
 
 
 class LogContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.trace_id = trace_id_var.get()
-        record.job_id = job_id_var.get()
+        record.trace_id = trace_id_var.get() or "-"
+        record.job_id = job_id_var.get() or "-"
         return True
 
 

@@ -9,6 +9,8 @@ import time
 import uuid
 from collections.abc import Callable
 
+from django.core.signals import request_finished
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 
 from apps.ops.log import trace_id_var
@@ -25,8 +27,8 @@ class RequestIdMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         offered = request.headers.get("X-Request-ID", "")
         request.request_id = offered if _SANE_ID.match(offered) else uuid.uuid4().hex
-        # Not reset on the way out: Django logs a 4xx/5xx line after the middleware returns, and
-        # that line needs the id too. The thread's next request sets its own.
+        # Cleared when the response is closed (below), not on the way out: Django logs a 4xx/5xx
+        # line after the middleware returns, and that line needs the id too.
         trace_id_var.set(request.request_id)
         started = time.perf_counter()
         response = self.get_response(request)
@@ -36,3 +38,9 @@ class RequestIdMiddleware:
             1000 * (time.perf_counter() - started),
         )
         return response
+
+
+@receiver(request_finished)
+def _trace_id_clear(**kwargs) -> None:
+    # Work the thread does between requests (or a test's own code) is no request's.
+    trace_id_var.set("")

@@ -1,4 +1,5 @@
 """Log lines: the request's id on web lines, JSON lines in production, bounded per-job logs."""
+import contextvars
 import json
 import logging
 import subprocess
@@ -8,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from apps.jobs.logs import job_log_capture
-from apps.ops.log import LogContextFilter
+from apps.jobs.models import Job
+from apps.jobs.services import job_submit
+from apps.ops.log import LogContextFilter, trace_id_var
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,3 +67,16 @@ def test_job_log_keeps_only_lines_logged_inside_the_capture_and_cuts_long_ones()
     logger.warning("after the attempt")
     messages = [line["message"] for line in log.lines()]
     assert messages == ["short", "x" * 20 + "… (30 characters cut)"]
+
+
+@pytest.mark.django_db
+def test_a_job_submitted_without_a_trace_id_takes_the_current_one():
+    # given code that runs inside a request (or a job) with trace id "req-9" and submits a job itself
+    def submit_inside_the_request() -> Job:
+        trace_id_var.set("req-9")
+        return job_submit(kind="diagnostics.noop", params={}, submitted_by=None)[0]
+
+    job = contextvars.copy_context().run(submit_inside_the_request)
+    # then the job carries the request's id, and outside any request a job has none
+    assert job.trace_id == "req-9"
+    assert job_submit(kind="diagnostics.noop", params={}, submitted_by=None)[0].trace_id == ""
