@@ -84,9 +84,15 @@ class QueueFilter(admin.SimpleListFilter):
         return queryset.filter(queue=self.value()) if self.value() else queryset
 
 
-def _act(request: HttpRequest, jobs, action, verb: str) -> None:
+def _act(request: HttpRequest, jobs: QuerySet[Job], action, verb: str) -> None:
+    limit = settings.CONVEYOR_ADMIN_ACTION_LIMIT
+    selected = list(jobs[: limit + 1])
+    if len(selected) > limit:
+        messages.error(request, f"One action takes at most {limit} jobs (CONVEYOR_ADMIN_ACTION_LIMIT); "
+                                "filter the list or select fewer.")
+        return
     done = 0
-    for job in jobs:
+    for job in selected:
         try:
             action(job=job)
             done += 1

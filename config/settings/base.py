@@ -201,6 +201,8 @@ CONVEYOR_API_MAX_PAGE_SIZE = env.int("CONVEYOR_API_MAX_PAGE_SIZE", default=200)
 # The admin's job list counts at most this many matches ("10000" then means "at least"): an exact
 # COUNT(*) over millions of jobs takes seconds on every page.
 CONVEYOR_ADMIN_COUNT_LIMIT = env.int("CONVEYOR_ADMIN_COUNT_LIMIT", default=10_000)
+# Most jobs one admin action (retry, cancel) takes; each is its own transaction and publish.
+CONVEYOR_ADMIN_ACTION_LIMIT = env.int("CONVEYOR_ADMIN_ACTION_LIMIT", default=1000)
 # Where operators open Flower, and the path prefix Flower serves under (Flower reads the same
 # FLOWER_URL_PREFIX); the admin links each job to {CONVEYOR_FLOWER_URL}/{prefix}/task/<id>.
 # https://flower.readthedocs.io/en/latest/config.html#url-prefix

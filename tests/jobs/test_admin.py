@@ -140,3 +140,12 @@ def test_dashboard_shows_jobs_by_status_queues_workers_and_the_throughput_chart(
     assert "1 succeeded, 1 failed (50.0 % failed)" in page
     assert f"<td>{dead_queue().name}</td>" in page
     assert 'id="workers"' in page
+
+
+@override_settings(CONVEYOR_ADMIN_ACTION_LIMIT=2)
+def test_an_action_on_more_jobs_than_the_limit_changes_none_and_says_why(operator):
+    jobs = [_job(status="failed") for _ in range(3)]
+    response = operator.post("/admin/jobs/job/", {"action": "retry_jobs", "_selected_action": [j.id for j in jobs]},
+                             follow=True)
+    assert "One action takes at most 2 jobs" in response.content.decode()
+    assert Job.objects.filter(status="failed").count() == 3
