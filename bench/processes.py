@@ -47,16 +47,36 @@ class Process:
 
     def rss_bytes(self) -> int:
         """Resident memory of the process and all its descendants (gunicorn or Celery pool children)."""
-        return sum(_rss_bytes(pid) for pid in _tree(self.popen.pid))
+        return sum(self.rss_by_pid().values())
 
-    def stop(self, timeout: float = 60) -> None:
+    def rss_by_pid(self) -> dict[int, int]:
+        return {pid: _rss_bytes(pid) for pid in _tree(self.popen.pid)}
+
+    def send(self, number: int) -> None:
+        """Send `number` to the whole process group: the shell and what it started."""
+        try:
+            os.killpg(self.popen.pid, number)
+        except ProcessLookupError:
+            pass
+
+    def gone(self) -> bool:
+        """True once the shell is reaped and no process of its group is left."""
         if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(timeout=10)
+            return False
+        try:
+            os.killpg(self.popen.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    def stop(self, number: int = signal.SIGTERM, timeout: float = 60) -> None:
+        """Send `number` to the group and wait until all of it has exited; SIGKILL what is left after `timeout`."""
+        self.send(number)
+        try:
+            wait_until(self.gone, timeout=timeout, what=f"{self.name} to exit")
+        except TimeoutError:
+            self.send(signal.SIGKILL)
+            wait_until(self.gone, timeout=10, what=f"{self.name} to die")
 
 
 def start(name: str, command: str, *, env: dict[str, str], log_dir: Path) -> Process:
@@ -119,11 +139,15 @@ def _rss_bytes(pid: int) -> int:
 
 @dataclass
 class RssSampler:
-    """Samples a process tree's resident memory in the background; `peak` is the largest sample."""
+    """Samples a process tree's resident memory in the background.
+
+    `peak` is the largest total; `peaks` the largest of each process, to tell which one grew.
+    """
 
     process: Process
     interval: float = 0.25
     peak: int = 0
+    peaks: dict[int, int] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -139,5 +163,8 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.rss_bytes())
+            sample = self.process.rss_by_pid()
+            self.peak = max(self.peak, sum(sample.values()))
+            for pid, rss in sample.items():
+                self.peaks[pid] = max(self.peaks.get(pid, 0), rss)
             self._stop.wait(self.interval)
