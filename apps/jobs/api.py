@@ -150,7 +150,9 @@ def _jobs_submit(request: HttpRequest) -> JsonResponse:
         raise ApiError(400, "The job's parameters are not valid.", exc.errors) from None
     except IdempotencyKeyReused as exc:
         raise ApiError(409, str(exc), {"idempotency_key": [str(exc)]}) from None
-    response = _job_response(job, status=202 if created else 200)
+    # The job as recorded, without result or attempts: a new job has neither, and the request
+    # that submits it should not pay for reading them.
+    response = JsonResponse(job_json(job=job), status=202 if created else 200)
     response["Location"] = reverse("api:job", args=[job.id])
     return response
 

@@ -5,6 +5,8 @@ import math
 import random
 import secrets
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
@@ -12,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.datastructures import MultiValueDict
 
@@ -113,7 +115,10 @@ def job_publish(*, job: Job) -> bool:
     except Exception as exc:  # broker down, connection lost, or the queue is full (publish nacked)
         logger.warning("job %s not published yet, the outbox relay will: %s: %s", job.id, type(exc).__name__, exc)
         return False
-    Job.objects.filter(id=job.id, published_at__isnull=True).update(published_at=timezone.now())
+    # Not worth a wait for the disk: if a crash loses this mark, the relay publishes the job
+    # again and the worker drops the duplicate.
+    with transaction_flushed_by_next_commit():
+        Job.objects.filter(id=job.id, published_at__isnull=True).update(published_at=timezone.now())
     return True
 
 
@@ -217,10 +222,27 @@ def dead_letters_redrive(*, limit: int = 1000) -> int:
 # --- The worker's writes -----------------------------------------------------
 
 
+@contextmanager
+def transaction_flushed_by_next_commit() -> Iterator[None]:
+    """A transaction whose COMMIT does not wait for the disk (synchronous_commit off).
+
+    For the state changes of a running job only. PostgreSQL writes one WAL in order, so the
+    synchronous commit that stores the attempt's outcome (Celery's result write, made before the
+    message is acknowledged) makes everything committed before it durable too. A crash before
+    then loses only a "running" or progress mark, and the unacknowledged message runs again.
+    https://www.postgresql.org/docs/15/wal-async-commit.html
+    """
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        yield
+
+
+
 def job_start(*, job_id: str, worker: str) -> Job | None:
     """Mark the job running as a new attempt; None when it must not run (finished or cancelled)."""
     now = timezone.now()
-    with transaction.atomic():
+    with transaction_flushed_by_next_commit():
         job = Job.objects.select_for_update().filter(id=job_id).first()
         if job is None or job.is_finished:
             return None
@@ -240,9 +262,10 @@ def job_start(*, job_id: str, worker: str) -> Job | None:
 
 def job_progress_report(*, job: Job, percent: int, message: str = "") -> None:
     """Record progress; raise JobCancelled if an operator cancelled the job meanwhile."""
-    updated = Job.objects.filter(id=job.id, status=Status.RUNNING).update(
-        progress=max(0, min(100, int(percent))), progress_message=message[:200]
-    )
+    with transaction_flushed_by_next_commit():
+        updated = Job.objects.filter(id=job.id, status=Status.RUNNING).update(
+            progress=max(0, min(100, int(percent))), progress_message=message[:200]
+        )
     if not updated:
         raise JobCancelled(f"Job {job.id} was cancelled while it ran.")
 
@@ -254,7 +277,7 @@ def _attempt_finish(*, job: Job, outcome: str, error: str = "", retry_delay: flo
 
 
 def job_succeed(*, job: Job) -> None:
-    with transaction.atomic():
+    with transaction_flushed_by_next_commit():
         # Conditional: a job cancelled while it ran stays cancelled.
         Job.objects.filter(id=job.id, status=Status.RUNNING).update(
             status=Status.SUCCEEDED, progress=100, finished_at=timezone.now(), error=""
@@ -264,7 +287,7 @@ def job_succeed(*, job: Job) -> None:
 
 def job_retry_later(*, job: Job, error: str, delay: float) -> None:
     now = timezone.now()
-    with transaction.atomic():
+    with transaction_flushed_by_next_commit():
         Job.objects.filter(id=job.id, status=Status.RUNNING).update(
             status=Status.RETRYING, error=error, next_retry_at=now + timedelta(seconds=delay)
         )
@@ -272,7 +295,7 @@ def job_retry_later(*, job: Job, error: str, delay: float) -> None:
 
 
 def job_fail(*, job: Job, error: str) -> None:
-    with transaction.atomic():
+    with transaction_flushed_by_next_commit():
         Job.objects.filter(id=job.id).exclude(status__in=Job.FINISHED).update(
             status=Status.FAILED, error=error, finished_at=timezone.now(), next_retry_at=None
         )
@@ -280,12 +303,14 @@ def job_fail(*, job: Job, error: str) -> None:
 
 
 def job_cancelled_while_running(*, job: Job) -> None:
-    _attempt_finish(job=job, outcome=JobAttempt.Outcome.CANCELLED, error="Cancelled by an operator.")
+    with transaction_flushed_by_next_commit():
+        _attempt_finish(job=job, outcome=JobAttempt.Outcome.CANCELLED, error="Cancelled by an operator.")
 
 
 def job_attempt_log_save(*, job: Job, lines: list[dict]) -> None:
     """Store what the job logged during its current attempt, in one statement when the attempt ends."""
-    JobAttempt.objects.filter(job_id=job.id, number=job.attempts).update(log=lines)
+    with transaction_flushed_by_next_commit():
+        JobAttempt.objects.filter(job_id=job.id, number=job.attempts).update(log=lines)
 
 
 

@@ -50,8 +50,9 @@ def services_required() -> list[Service]:
             name="RabbitMQ",
             host=broker.hostname or "127.0.0.1",
             port=broker.port or 5672,
-            start_commands=(("rabbitmq-server", "-detached"), ("systemctl", "start", "rabbitmq-server"),
-                            ("brew", "services", "start", "rabbitmq")),
+            # start_app first: the node may be up with its application stopped (rabbitmqctl stop_app).
+            start_commands=(("rabbitmqctl", "start_app"), ("rabbitmq-server", "-detached"),
+                            ("systemctl", "start", "rabbitmq-server"), ("brew", "services", "start", "rabbitmq")),
             compose_service="rabbitmq",
             install_hint="Install RabbitMQ 3.10 or newer (Debian/Ubuntu: `apt-get install rabbitmq-server`; "
             "macOS: `brew install rabbitmq`) or Docker, then run this again.",
