@@ -37,7 +37,8 @@ def api_token_user(*, token: str) -> AbstractBaseUser | None:
 
 
 def jobs_search(*, jobs: QuerySet[Job], term: str) -> QuerySet[Job]:
-    """The admin's search: a job id; `key=value` inside params; else an idempotency key or error text.
+    """The admin's search: a job id; `key=value` inside params; else an idempotency key, a trace id,
+    or text in params or the error.
 
     A value after `=` is matched as JSON too (`seconds=2` finds 2 and "2"); id, idempotency key and
     `key=value` use indexes, free text reads every job's params and error.
@@ -58,7 +59,7 @@ def jobs_search(*, jobs: QuerySet[Job], term: str) -> QuerySet[Job]:
             pass
         return jobs.filter(matches)
     return jobs.annotate(params_text=Cast("params", TextField())).filter(
-        Q(idempotency_key=term) | Q(params_text__icontains=term) | Q(error__icontains=term)
+        Q(idempotency_key=term) | Q(trace_id=term) | Q(params_text__icontains=term) | Q(error__icontains=term)
     )
 
 

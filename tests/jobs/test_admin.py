@@ -60,11 +60,12 @@ def test_job_list_filters_by_status_kind_and_queue(operator):
 
 @pytest.mark.parametrize(
     "term",
-    ["seconds=7", 'color="teal"', "order-42", "teal", "quota exceeded"],
-    ids=["param-number", "param-json-string", "idempotency-key", "param-text", "error-text"],
+    ["seconds=7", 'color="teal"', "order-42", "req-5150", "teal", "quota exceeded"],
+    ids=["param-number", "param-json-string", "idempotency-key", "trace-id", "param-text", "error-text"],
 )
-def test_search_finds_a_job_by_param_idempotency_key_or_error_text(operator, term):
-    wanted = _job(params={"seconds": 7, "color": "teal"}, idempotency_key="order-42", error="Quota exceeded today")
+def test_search_finds_a_job_by_param_idempotency_key_trace_id_or_error_text(operator, term):
+    wanted = _job(params={"seconds": 7, "color": "teal"}, idempotency_key="order-42", trace_id="req-5150",
+                  error="Quota exceeded today")
     other = _job(params={"seconds": 8, "color": "red"})
     page = operator.get("/admin/jobs/job/", {"q": term}).content.decode()
     assert str(wanted.id)[:8] in page and str(other.id)[:8] not in page
