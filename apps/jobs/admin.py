@@ -6,6 +6,7 @@ queues and workers from RabbitMQ and Celery.
 import json
 import uuid
 from datetime import datetime, timedelta
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -140,7 +141,7 @@ class JobAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": [
             "id", "kind", "status_badge", "progress_bar", "progress_message", "queue", "attempts", "submitted_by",
-            "idempotency_key", "trace_id", "created_at", "published_at", "started_at", "finished_at", "duration",
+            "idempotency_key", "trace", "created_at", "published_at", "started_at", "finished_at", "duration",
             "next_retry_at", "elsewhere",
         ]}),
         ("Input and outcome", {"fields": ["params_pretty", "result_pretty", "error_text", "traceback_text"]}),
@@ -149,7 +150,7 @@ class JobAdmin(admin.ModelAdmin):
     ]
     readonly_fields = [
         "id", "kind", "status_badge", "progress_bar", "progress_message", "queue", "attempts", "submitted_by",
-        "idempotency_key", "trace_id", "created_at", "published_at", "started_at", "finished_at", "duration",
+        "idempotency_key", "trace", "created_at", "published_at", "started_at", "finished_at", "duration",
         "next_retry_at", "elsewhere", "params_pretty", "result_pretty", "error_text", "traceback_text", "timeline",
         "log_lines",
     ]
@@ -194,6 +195,13 @@ class JobAdmin(admin.ModelAdmin):
             '<progress max="100" value="{}" style="width:7em">{}%</progress> {}%', job.progress, job.progress,
             job.progress,
         )
+
+    @admin.display(description="trace id")
+    def trace(self, job: Job) -> str:
+        if not job.trace_id:
+            return "—"
+        url = f"{reverse('admin:jobs_job_changelist')}?{urlencode({'q': job.trace_id})}"
+        return format_html('<code>{}</code> · <a href="{}">every job of this request</a>', job.trace_id, url)
 
     @admin.display(description="duration")
     def duration(self, job: Job) -> str:

@@ -92,7 +92,7 @@ def test_job_page_shows_input_outcome_timeline_trace_id_flower_link_and_log(oper
     page = operator.get(f"/admin/jobs/job/{job.id}/change/").content.decode()
     assert "&quot;message&quot;: &quot;disk full&quot;" in page  # params
     assert "PermanentJobError: disk full" in page and "Traceback (most recent call last)" in page
-    assert "req-abc123" in page
+    assert "<code>req-abc123</code>" in page and "/admin/jobs/job/?q=req-abc123" in page
     for event in ("submitted", "published", "attempt 1 started", "attempt 1 retrying", "next attempt in 2 s",
                   "attempt 2 failed", "finished: failed"):
         assert event in page, event
