@@ -194,9 +194,10 @@ def job_cancel(*, job: Job) -> Job:
 def dead_letters_redrive(*, limit: int = 1000) -> int:
     """Move up to `limit` messages out of the dead queue and run their jobs again; how many.
 
-    A failed or cancelled job runs again as a new attempt; a job that never finished (its
-    message was dead-lettered before it could be recorded) is published again as it is. A dead
-    message whose job is gone or succeeded is dropped: there is nothing left to run.
+    A failed or cancelled job runs again as a new attempt. A job still marked running lost its
+    message to RabbitMQ's own delivery limit: that message is published again. A dead letter
+    whose job is gone, succeeded, or already has a newer message (queued, retrying) is dropped:
+    running it would run the job twice.
     """
     redriven = 0
     with celery_app.connection_for_write() as connection:
@@ -210,7 +211,7 @@ def dead_letters_redrive(*, limit: int = 1000) -> int:
             if job is not None and job.status in (Status.FAILED, Status.CANCELLED):
                 job_retry(job=job)
                 redriven += 1
-            elif job is not None and job.status != Status.SUCCEEDED:
+            elif job is not None and job.status == Status.RUNNING:
                 if not job_publish(job=job):
                     message.requeue()
                     break

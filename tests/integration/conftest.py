@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from amqp.exceptions import PreconditionFailed
 from django.conf import settings
 from django.db import connection
 
@@ -80,14 +81,21 @@ def _start(name: str, command: list[str], env: dict[str, str]) -> Process:
 
 
 def queues_reset(*names: str) -> None:
-    """Delete and declare the test queues afresh: no message of an earlier run reaches this one,
-    and a queue argument changed since (a limit) takes effect."""
+    """Empty the test queues so no message of an earlier run reaches this one.
+
+    Purged, not deleted: deleting a queue drops its binding for delayed delivery, and a retry
+    still waiting in RabbitMQ for it would then block the shared delay queues. A queue whose
+    arguments changed since (a limit) is deleted and declared anew, as it must be.
+    """
     with celery_app.connection_for_write() as conn:
-        channel = conn.default_channel
         for name in names:
             queue = broker.dead_queue() if name == "dead" else broker.job_queue(name)
-            queue(channel).delete()
-            queue(channel).declare()
+            try:
+                queue(conn.channel()).declare()
+            except PreconditionFailed:
+                queue(conn.channel()).delete()
+                queue(conn.channel()).declare()
+            queue(conn.channel()).purge()
 
 
 def dead_letter_ids() -> list[str]:
