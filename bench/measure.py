@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from amqp.exceptions import PreconditionFailed
 from celery import Celery
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -93,7 +94,7 @@ def benchmark_run(args: Namespace, *, env: dict[str, str]) -> dict[str, Any]:
             backlog = _backlog_measure(args, conveyor, relay=relay, env=env, log_dir=log_dir, staff_cookie=staff_cookie)
     finally:
         _processes_stop(started)
-        _queues_delete()
+        _queues_purge()
     machine["load_average_end"] = _load_average()
     results = {
         "started_at": started_at.isoformat(),
@@ -132,19 +133,20 @@ def _queue_names() -> list[str]:
 
 
 def _queues_reset() -> None:
-    """Delete the benchmark's queues and declare them anew: no message of an earlier run, current arguments."""
-    with conveyor_app.connection_for_write() as conn:
-        channel = conn.default_channel
-        for name in _queue_names():
-            channel.queue_delete(name)
-        broker.topology_declare(conn)
-        baseline.app.conf.task_queues[0](channel).declare()
+    """Declare the benchmark's queues (anew when their arguments changed) and empty them.
 
-
-def _queues_delete() -> None:
+    Never deleted: a deleted queue loses its delayed-delivery binding, and a retry still waiting
+    in RabbitMQ for it would block the delay queues every app on this broker shares.
+    """
     with conveyor_app.connection_for_write() as conn:
-        for name in _queue_names():
-            conn.default_channel.queue_delete(name)
+        queues = [*broker.job_queues(), broker.dead_queue(), baseline.app.conf.task_queues[0]]
+        for queue in queues:
+            try:
+                queue(conn.channel()).declare()
+            except PreconditionFailed:
+                queue(conn.channel()).delete()
+                queue(conn.channel()).declare()
+    _queues_purge()
 
 
 def _queues_purge() -> None:
