@@ -3,6 +3,8 @@
 Timing never fails this test; it only proves the harness works, so the benchmark never rots.
 """
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +16,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_smoke_run_writes_results_and_a_table_with_every_measurement(tmp_path: Path):
     # given the real broker and database; when the benchmark runs at smoke size, backlog included
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke", "--large", "--no-readme", "--output", str(tmp_path),
-         "--database-url", "postgres://postgres@127.0.0.1:5432/conveyor_bench_smoke", "--queue-prefix", "bench-smoke-"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+    command = [
+        sys.executable, "-m", "bench.run", "--smoke", "--large", "--no-readme", "--output", str(tmp_path),
+        "--database-url", "postgres://postgres@127.0.0.1:5432/conveyor_bench_smoke", "--queue-prefix", "bench-smoke-",
+    ]
+    # Its own session, so a run that hangs is stopped with every web and worker process it started.
+    run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    try:
+        stdout, stderr = run.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        stdout, stderr = run.communicate()
+        raise AssertionError(f"The smoke run took over 300 s:\n{stdout[-3000:]}{stderr[-5000:]}") from None
     # then it succeeds and writes JSON with a figure for every measurement, and the table shows them
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
+    assert run.returncode == 0, stdout[-3000:] + stderr[-5000:]
     results = json.loads((tmp_path / "latest.json").read_text())
     assert results["submit"]["baseline"]["median"] > 0 and results["submit"]["conveyor"]["median"] > 0
     assert results["end_to_end"]["conveyor"]["median"] > 0 and results["end_to_end"]["results_in_postgres"]
