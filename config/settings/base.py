@@ -151,7 +151,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_RESULT_ACCEPT_CONTENT = ["json"]
-CELERY_RESULT_BACKEND = "django-db"
+# django-celery-results' TaskResult table (the admin and the job pages read it), each result
+# written in one INSERT ... ON CONFLICT rather than a read then a write: apps/jobs/results.py.
+CELERY_RESULT_BACKEND = "apps.jobs.results.JobResultBackend"
 # Store task name, args, worker and queue with each result so the admin can show them.
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html#result-extended
 CELERY_RESULT_EXTENDED = True
