@@ -109,8 +109,11 @@ def job_publish(*, job: Job) -> bool:
             headers={"trace_id": job.trace_id},
             soft_time_limit=kind.soft_time_limit,
             time_limit=kind.time_limit,
-            # Never block a request retrying a broker that is down: the relay publishes later.
-            retry=False,
+            # One immediate retry on a fresh connection: a pooled connection is dead after a
+            # broker restart. Never more: a request must not wait for a broker that is down; the
+            # relay publishes later. (A retried publish may duplicate; the worker drops duplicates.)
+            retry=True,
+            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0, "interval_max": 0},
         )
     except Exception as exc:  # broker down, connection lost, or the queue is full (publish nacked)
         logger.warning("job %s not published yet, the outbox relay will: %s: %s", job.id, type(exc).__name__, exc)
