@@ -19,6 +19,7 @@ run: setup
 test: setup
 	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python manage.py ensure_services
 	test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 setup: services
