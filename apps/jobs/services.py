@@ -245,26 +245,49 @@ def transaction_flushed_by_next_commit() -> Iterator[None]:
         yield
 
 
+def statement_flushed_by_next_commit(sql: str) -> str:
+    """`sql` run as a transaction of its own whose COMMIT does not wait for the disk.
+
+    The one-round-trip form of transaction_flushed_by_next_commit, for the writes every job makes:
+    PostgreSQL runs the statements of one query string as one transaction, SET LOCAL included.
+    Needs autocommit (outside transaction.atomic), where Django runs a worker's writes.
+    """
+    if connection.in_atomic_block:
+        raise RuntimeError("statement_flushed_by_next_commit would change the caller's transaction.")
+    return f"SET LOCAL synchronous_commit TO OFF; {sql}"
+
 
 def job_start(*, job_id: str, worker: str) -> Job | None:
-    """Mark the job running as a new attempt; None when it must not run (finished or cancelled)."""
-    now = timezone.now()
-    with transaction_flushed_by_next_commit():
-        job = Job.objects.select_for_update().filter(id=job_id).first()
-        if job is None or job.is_finished:
-            return None
-        if job.status == Status.RUNNING:
-            # The message came back: the worker running the previous attempt died.
-            JobAttempt.objects.filter(job_id=job.id, number=job.attempts, outcome=JobAttempt.Outcome.RUNNING).update(
-                outcome=JobAttempt.Outcome.LOST, finished_at=now, error="The worker running this attempt died."
+    """Mark the job running as a new attempt; None when it must not run (finished or cancelled).
+
+    One statement: the job's row, the attempt the message's last delivery left running (its worker
+    died) and the new attempt, written together.
+    """
+    job_table, attempt_table = Job._meta.db_table, JobAttempt._meta.db_table
+    started = list(Job.objects.raw(
+        statement_flushed_by_next_commit(f"""
+            WITH started AS (
+                UPDATE {job_table}
+                SET attempts = attempts + 1, status = %(running)s, started_at = %(now)s, next_retry_at = NULL
+                WHERE id = %(id)s AND NOT status = ANY(%(finished)s)
+                RETURNING *
+            ), lost AS (
+                UPDATE {attempt_table} SET outcome = %(lost)s, finished_at = %(now)s, error = %(lost_error)s
+                FROM started
+                WHERE job_id = started.id AND number = started.attempts - 1 AND outcome = %(running)s
+            ), attempt AS (
+                INSERT INTO {attempt_table} (job_id, number, worker, started_at, outcome, error, log)
+                SELECT id, attempts, %(worker)s, %(now)s, %(running)s, '', '[]' FROM started
             )
-        job.attempts += 1
-        job.status = Status.RUNNING
-        job.started_at = now
-        job.next_retry_at = None
-        job.save(update_fields=["attempts", "status", "started_at", "next_retry_at"])
-        JobAttempt.objects.create(job_id=job.id, number=job.attempts, worker=worker, started_at=now)
-    return job
+            SELECT * FROM started
+        """),
+        {
+            "id": job_id, "now": timezone.now(), "worker": worker, "running": Status.RUNNING,
+            "finished": list(Job.FINISHED), "lost": JobAttempt.Outcome.LOST,
+            "lost_error": "The worker running this attempt died.",
+        },
+    ))
+    return started[0] if started else None
 
 
 def job_progress_report(*, job: Job, percent: int, message: str = "") -> None:
@@ -284,12 +307,21 @@ def _attempt_finish(*, job: Job, outcome: str, error: str = "", retry_delay: flo
 
 
 def job_succeed(*, job: Job) -> None:
-    with transaction_flushed_by_next_commit():
-        # Conditional: a job cancelled while it ran stays cancelled.
-        Job.objects.filter(id=job.id, status=Status.RUNNING).update(
-            status=Status.SUCCEEDED, progress=100, finished_at=timezone.now(), error=""
+    """One statement: the job succeeded (unless cancelled while it ran), and so did its attempt."""
+    job_table, attempt_table = Job._meta.db_table, JobAttempt._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            statement_flushed_by_next_commit(f"""
+                WITH succeeded AS (
+                    UPDATE {job_table} SET status = %(succeeded)s, progress = 100, finished_at = %(now)s, error = ''
+                    WHERE id = %(id)s AND status = %(running)s
+                )
+                UPDATE {attempt_table} SET outcome = %(succeeded)s, finished_at = %(now)s, error = ''
+                WHERE job_id = %(id)s AND number = %(number)s
+            """),
+            {"id": job.id, "number": job.attempts, "now": timezone.now(), "succeeded": Status.SUCCEEDED,
+             "running": Status.RUNNING},
         )
-        _attempt_finish(job=job, outcome=JobAttempt.Outcome.SUCCEEDED)
 
 
 def job_retry_later(*, job: Job, error: str, delay: float) -> None:
