@@ -204,6 +204,9 @@ CONVEYOR_RELAY_BATCH_SIZE = env.int("CONVEYOR_RELAY_BATCH_SIZE", default=500)
 # --- Pages and API ---------------------------------------------------------
 CONVEYOR_PAGE_SIZE = env.int("CONVEYOR_PAGE_SIZE", default=25)
 CONVEYOR_API_MAX_PAGE_SIZE = env.int("CONVEYOR_API_MAX_PAGE_SIZE", default=200)
+# Seconds each web process remembers a good API token (and its user) instead of reading it again;
+# deleting a token or deactivating its user takes effect within this time. 0 reads it every time.
+CONVEYOR_API_TOKEN_CACHE_SECONDS = env.float("CONVEYOR_API_TOKEN_CACHE_SECONDS", default=10.0)
 
 # --- Operator console: admin, dashboard, Flower, metrics -------------------
 # The admin's job list counts at most this many matches ("10000" then means "at least"): an exact

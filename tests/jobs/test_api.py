@@ -1,6 +1,7 @@
 """The JSON API: submission, reads, lists, actions and every kind of bad input (no broker needed:
 publishing happens after commit, and these tests never commit)."""
 import json
+import time
 import uuid
 
 import pytest
@@ -200,3 +201,25 @@ def test_create_token_command_creates_the_user_and_prints_a_working_token(capsys
     from apps.jobs.models import ApiToken
 
     assert not ApiToken.objects.filter(key_hash=token).exists()  # only the hash is stored
+
+
+def test_a_deactivated_users_token_is_refused_once_the_token_cache_time_has_passed(api_client, user, settings):
+    # given a token the web has checked and remembers for a moment
+    settings.CONVEYOR_API_TOKEN_CACHE_SECONDS = 0.5
+    assert api_client.get("/api/jobs/").status_code == 200
+    # when its user is deactivated
+    user.is_active = False
+    user.save()
+    # then it still works until the moment has passed, and is refused after
+    assert api_client.get("/api/jobs/").status_code == 200
+    time.sleep(0.6)
+    assert api_client.get("/api/jobs/").status_code == 401
+
+
+def test_without_a_token_cache_a_deleted_token_is_refused_at_once(api_client, user, settings):
+    from apps.jobs.models import ApiToken
+
+    settings.CONVEYOR_API_TOKEN_CACHE_SECONDS = 0
+    assert api_client.get("/api/jobs/").status_code == 200
+    ApiToken.objects.filter(user=user).delete()
+    assert api_client.get("/api/jobs/").status_code == 401
