@@ -171,9 +171,11 @@ CELERY_TASK_ACKS_ON_TIMEOUT = True
 # One message per worker process: a long job never holds others back in a prefetch buffer.
 # https://docs.celeryq.dev/en/stable/userguide/optimizing.html#prefetch-limits
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Task events let Flower show queued, started and finished tasks.
+# Task events let Flower show queued, started and finished tasks; the worker's consumer publishes
+# them without waiting for confirms (config/worker.py).
 # https://docs.celeryq.dev/en/stable/userguide/monitoring.html#events
 CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_WORKER_CONSUMER = "config.worker:JobConsumer"
 CELERY_TASK_SEND_SENT_EVENT = True
 # Global limits; each job kind may set shorter ones.
 # https://docs.celeryq.dev/en/stable/userguide/workers.html#time-limits
