@@ -28,7 +28,9 @@ from kombu import Connection
 
 import bench.kinds  # noqa: F401  (registers bench.retry_once, the backlog's retrying kind)
 from apps.jobs.models import Job, JobAttempt
-from apps.jobs.services import api_token_create, job_submit, outbox_relay
+from apps.jobs.publishing import JobPublisher
+from apps.jobs.relay import outbox_relay
+from apps.jobs.services import api_token_create, job_submit
 from apps.ops.services import database_ensure_exists
 from bench import load, processes, report
 from bench.baseline import celery as baseline
@@ -462,12 +464,13 @@ def _backlog_measure(args: Namespace, conveyor: Side, *, relay: Process, env: di
     worker_idle = conveyor.worker.rss_by_pid()
     total = args.backlog_jobs + args.backlog_retrying
     _consumer_control(conveyor, "cancel_consumer")
-    # The harness publishes the recorded jobs through the outbox relay itself, at once rather than after
-    # the grace period; the relay process is stopped meanwhile so no job is published twice.
+    # The harness publishes the recorded jobs through the outbox relay itself: the relay process does
+    # not know the backlog's retrying kind (bench.kinds), and is stopped meanwhile.
     relay.stop()
     _backlog_record(args)
-    while outbox_relay():
-        pass
+    with JobPublisher() as publisher:
+        while outbox_relay(publisher=publisher).published:
+            pass
     relay = processes.start("conveyor-relay-2", processes.procfile_command("relay"), env=env, log_dir=log_dir)
     stop = threading.Event()
     pages: list[float] = []

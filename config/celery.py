@@ -7,6 +7,7 @@ from celery.signals import celeryd_after_setup, setup_logging
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
+
 app = Celery("conveyor")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 

@@ -2,6 +2,7 @@
 from typing import Any
 
 from celery import states
+from django.db import connection, connections
 from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
 from django_celery_results.models import TaskResult
@@ -19,11 +20,13 @@ class JobResultBackend(DatabaseBackend):
 
     The fields are those DatabaseBackend._store_result writes; only the write differs. It commits
     synchronously, before Celery acknowledges the message, so it also makes the attempt's earlier
-    asynchronous commits durable (see services.transaction_flushed_by_next_commit).
+    asynchronous commits durable (see services.transaction_flushed_by_next_commit). A job's
+    success is not written here but with the job's own row (services.job_succeed).
     """
 
-    def _store_result(self, task_id: str, result: Any, status: str, traceback: str | None = None,
-                      request: Any = None, using: str | None = None) -> Any:
+    def task_result_row(self, task_id: str, result: Any, status: str, traceback: str | None = None,
+                        request: Any = None) -> TaskResult:
+        """The TaskResult row Celery's database backend would store for this state (not saved)."""
         content_type, content_encoding, encoded = self.encode_content(result)
         meta = {**self._get_meta_from_request(request), "children": self.current_task_children(request)}
         fields = {
@@ -36,12 +39,33 @@ class JobResultBackend(DatabaseBackend):
         }
         # As in the parent, the extended properties (their traceback included) win.
         fields.update(self._get_extended_properties(request, traceback))
-        updated = _UPDATED_FIELDS
         if status == states.STARTED:
             fields["date_started"] = timezone.now()
-            updated = [*updated, "date_started"]
-        row = TaskResult(task_id=task_id, **fields)
-        TaskResult.objects.using(using).bulk_create(
-            [row], update_conflicts=True, unique_fields=["task_id"], update_fields=updated
-        )
-        return encoded
+        return TaskResult(task_id=task_id, **fields)
+
+    def _store_result(self, task_id: str, result: Any, status: str, traceback: str | None = None,
+                      request: Any = None, using: str | None = None) -> Any:
+        row = self.task_result_row(task_id, result, status, traceback, request)
+        sql, params = task_result_upsert(row)
+        with connections[using or "default"].cursor() as cursor:
+            cursor.execute(sql, params)
+        return row.result
+
+
+def task_result_upsert(row: TaskResult) -> tuple[str, list]:
+    """INSERT ... ON CONFLICT (task_id) DO UPDATE for `row`: the SQL and its parameters.
+
+    Plain SQL rather than bulk_create(update_conflicts=True), so that services.job_succeed can
+    write it in the same statement as the job's own row.
+    """
+    quote = connection.ops.quote_name
+    fields = [field for field in TaskResult._meta.concrete_fields if not field.primary_key]
+    updated = [*_UPDATED_FIELDS, "date_started"] if row.date_started is not None else _UPDATED_FIELDS
+    sql = (
+        f"INSERT INTO {quote(TaskResult._meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))}) ON CONFLICT ({quote('task_id')}) DO UPDATE SET "
+        + ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in updated)
+    )
+    # pre_save fills date_created and date_done (auto_now_add, auto_now) as a save would.
+    params = [field.get_db_prep_save(field.pre_save(row, add=True), connection) for field in fields]
+    return sql, params

@@ -1,4 +1,4 @@
-"""Writes to jobs: submit, publish, relay the outbox, operator actions, and the worker's state changes."""
+"""Writes to jobs: submit, operator actions, re-drive, and the worker's state changes."""
 import json
 import logging
 import math
@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
@@ -17,10 +16,13 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.datastructures import MultiValueDict
+from django_celery_results.models import TaskResult
 
 from apps.jobs.errors import ActionNotAllowed, IdempotencyKeyReused, JobCancelled, JobParamsInvalid
 from apps.jobs.models import ApiToken, Job, JobAttempt
+from apps.jobs.publishing import JobMessage, JobPublisher
 from apps.jobs.registry import JobKind, RetryPolicy, kind_get
+from apps.jobs.results import task_result_upsert
 from apps.ops.log import trace_id_var
 from config import broker
 from config.celery import app as celery_app
@@ -54,7 +56,7 @@ def job_submit(
     trace_id: str = "",
     files: MultiValueDict | None = None,
 ) -> tuple[Job, bool]:
-    """Record a job in the caller's transaction and publish it after commit.
+    """Record a job in the caller's transaction; the outbox relay publishes it once that commits.
 
     Without a `trace_id` the job takes the current one: the web request's id, or in a worker the
     trace id of the job that submits it. Returns (job, created); created is False when the
@@ -87,7 +89,6 @@ def job_submit(
         if existing is None:
             raise
         return existing, False
-    transaction.on_commit(lambda: job_publish(job=job))
     return job, True
 
 
@@ -102,47 +103,13 @@ def _job_for_idempotency_key(*, submitted_by: AbstractBaseUser, key: str, kind: 
 
 
 def job_publish(*, job: Job) -> bool:
-    """Hand the job's message to RabbitMQ and wait for its confirm; False leaves it to the outbox relay."""
-    kind = kind_get(job.kind)
-    try:
-        kind.task.apply_async(
-            kwargs={"job_id": str(job.id)},
-            task_id=str(job.id),
-            queue=broker.job_queue(job.queue),
-            headers={"trace_id": job.trace_id},
-            soft_time_limit=kind.soft_time_limit,
-            time_limit=kind.time_limit,
-            # One immediate retry on a fresh connection: a pooled connection is dead after a
-            # broker restart. Never more: a request must not wait for a broker that is down; the
-            # relay publishes later. (A retried publish may duplicate; the worker drops duplicates.)
-            retry=True,
-            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0, "interval_max": 0},
-        )
-    except Exception as exc:  # broker down, connection lost, or the queue is full (publish nacked)
-        logger.warning("job %s not published yet, the outbox relay will: %s: %s", job.id, type(exc).__name__, exc)
-        return False
-    # Not worth a wait for the disk: if a crash loses this mark, the relay publishes the job
-    # again and the worker drops the duplicate.
-    with transaction_flushed_by_next_commit():
-        Job.objects.filter(id=job.id, published_at__isnull=True).update(published_at=timezone.now())
-    return True
+    """Publish the job's message now and wait for RabbitMQ's confirm; False when it was not confirmed.
 
-
-def outbox_relay(*, batch_size: int | None = None) -> int:
-    """Publish jobs that were recorded but never confirmed by RabbitMQ; the number published.
-
-    Stops at the first refusal: the broker is down or the queue is full, and the rest can wait.
+    For a job whose message was lost while it is marked running (re-drive). New and retried jobs
+    are published by the outbox relay.
     """
-    batch_size = batch_size or settings.CONVEYOR_RELAY_BATCH_SIZE
-    # Jobs younger than the grace period are still being published by the request that made them.
-    due = timezone.now() - timedelta(seconds=settings.CONVEYOR_RELAY_GRACE_SECONDS)
-    pending = Job.objects.filter(status=Status.QUEUED, published_at__isnull=True, created_at__lt=due)
-    published = 0
-    for job in pending.order_by("created_at")[:batch_size]:
-        if not job_publish(job=job):
-            break
-        published += 1
-    return published
+    with JobPublisher() as publisher:
+        return bool(publisher.publish([JobMessage(job.id, job.kind, job.queue, job.trace_id)]))
 
 
 def backoff_delay(*, policy: RetryPolicy, retries: int, retry_after: float | None = None) -> int:
@@ -162,7 +129,10 @@ def backoff_delay(*, policy: RetryPolicy, retries: int, retry_after: float | Non
 
 
 def job_retry(*, job: Job) -> Job:
-    """Run a failed or cancelled job again as a new attempt; its earlier attempts stay in history."""
+    """Run a failed or cancelled job again as a new attempt; its earlier attempts stay in history.
+
+    Back in the outbox (queued, unpublished), it is published by the relay once this commits.
+    """
     with transaction.atomic():
         job = Job.objects.select_for_update().get(id=job.id)
         if job.status not in (Status.FAILED, Status.CANCELLED):
@@ -177,7 +147,6 @@ def job_retry(*, job: Job) -> Job:
             finished_at=None,
         )
         job.refresh_from_db()
-        transaction.on_commit(lambda: job_publish(job=job))
     return job
 
 
@@ -264,30 +233,45 @@ def job_start(*, job_id: str, worker: str) -> Job | None:
     died) and the new attempt, written together.
     """
     job_table, attempt_table = Job._meta.db_table, JobAttempt._meta.db_table
-    started = list(Job.objects.raw(
-        statement_flushed_by_next_commit(f"""
-            WITH started AS (
-                UPDATE {job_table}
-                SET attempts = attempts + 1, status = %(running)s, started_at = %(now)s, next_retry_at = NULL
-                WHERE id = %(id)s AND NOT status = ANY(%(finished)s)
-                RETURNING *
-            ), lost AS (
-                UPDATE {attempt_table} SET outcome = %(lost)s, finished_at = %(now)s, error = %(lost_error)s
-                FROM started
-                WHERE job_id = started.id AND number = started.attempts - 1 AND outcome = %(running)s
-            ), attempt AS (
-                INSERT INTO {attempt_table} (job_id, number, worker, started_at, outcome, error, log)
-                SELECT id, attempts, %(worker)s, %(now)s, %(running)s, '', '[]' FROM started
-            )
-            SELECT * FROM started
-        """),
-        {
-            "id": job_id, "now": timezone.now(), "worker": worker, "running": Status.RUNNING,
-            "finished": list(Job.FINISHED), "lost": JobAttempt.Outcome.LOST,
-            "lost_error": "The worker running this attempt died.",
-        },
-    ))
-    return started[0] if started else None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            statement_flushed_by_next_commit(f"""
+                WITH started AS (
+                    UPDATE {job_table}
+                    SET attempts = attempts + 1, status = %(running)s, started_at = %(now)s, next_retry_at = NULL
+                    WHERE id = %(id)s AND NOT status = ANY(%(finished)s)
+                    RETURNING *
+                ), lost AS (
+                    UPDATE {attempt_table} SET outcome = %(lost)s, finished_at = %(now)s, error = %(lost_error)s
+                    FROM started
+                    WHERE job_id = started.id AND number = started.attempts - 1 AND outcome = %(running)s
+                ), attempt AS (
+                    INSERT INTO {attempt_table} (job_id, number, worker, started_at, outcome, error, log)
+                    SELECT id, attempts, %(worker)s, %(now)s, %(running)s, '', '[]' FROM started
+                )
+                SELECT * FROM started
+            """),
+            {
+                "id": job_id, "now": timezone.now(), "worker": worker, "running": Status.RUNNING,
+                "finished": list(Job.FINISHED), "lost": JobAttempt.Outcome.LOST,
+                "lost_error": "The worker running this attempt died.",
+            },
+        )
+        row = cursor.fetchone()
+        return None if row is None else _job_from_row([column.name for column in cursor.description], row)
+
+
+def _job_from_row(columns: list[str], row: tuple) -> Job:
+    """A Job from a row of its table read by plain SQL, its values converted as the ORM converts them."""
+    values = dict(zip(columns, row, strict=True))
+    fields = Job._meta.concrete_fields
+    loaded = []
+    for field in fields:
+        value = values[field.column]
+        for convert in [*connection.ops.get_db_converters(field), *field.get_db_converters(connection)]:
+            value = convert(value, field, connection)
+        loaded.append(value)
+    return Job.from_db(connection.alias, [field.attname for field in fields], loaded)
 
 
 def job_progress_report(*, job: Job, percent: int, message: str = "") -> None:
@@ -306,31 +290,46 @@ def _attempt_finish(*, job: Job, outcome: str, error: str = "", retry_delay: flo
     )
 
 
-def job_succeed(*, job: Job) -> None:
-    """One statement: the job succeeded (unless cancelled while it ran), and so did its attempt."""
+def job_succeed(*, job: Job, task_result: TaskResult) -> None:
+    """The job succeeded (unless cancelled while it ran), so did its attempt; `task_result` is its result."""
+    _attempt_end_with_result(
+        job=job, changes={"status": Status.SUCCEEDED, "progress": 100, "finished_at": timezone.now(), "error": ""},
+        outcome=JobAttempt.Outcome.SUCCEEDED, task_result=task_result,
+    )
+
+
+def job_retry_later(*, job: Job, error: str, delay: float, task_result: TaskResult) -> None:
+    """The attempt failed for now: the job waits `delay` seconds for its next one. Call it before the
+    next attempt's message is published, so this attempt's RETRY row never lands after that one's."""
+    _attempt_end_with_result(
+        job=job, changes={"status": Status.RETRYING, "error": error,
+                          "next_retry_at": timezone.now() + timedelta(seconds=delay)},
+        outcome=JobAttempt.Outcome.RETRYING, error=error, retry_delay=delay, task_result=task_result,
+    )
+
+
+def _attempt_end_with_result(*, job: Job, changes: dict, outcome: str, task_result: TaskResult, error: str = "",
+                             retry_delay: float | None = None) -> None:
+    """One statement, committed synchronously so it is on disk before the message is acknowledged:
+    `changes` to the job (unless it is no longer running: cancelled meanwhile), the end of its
+    attempt, and its TaskResult row (the result value or error the pages read)."""
     job_table, attempt_table = Job._meta.db_table, JobAttempt._meta.db_table
+    insert_result, result_params = task_result_upsert(task_result)
     with connection.cursor() as cursor:
         cursor.execute(
-            statement_flushed_by_next_commit(f"""
-                WITH succeeded AS (
-                    UPDATE {job_table} SET status = %(succeeded)s, progress = 100, finished_at = %(now)s, error = ''
-                    WHERE id = %(id)s AND status = %(running)s
+            f"""
+                WITH job AS (
+                    UPDATE {job_table} SET {", ".join(f"{column} = %s" for column in changes)}
+                    WHERE id = %s AND status = %s
+                ), attempt AS (
+                    UPDATE {attempt_table} SET outcome = %s, finished_at = %s, error = %s, retry_delay = %s
+                    WHERE job_id = %s AND number = %s
                 )
-                UPDATE {attempt_table} SET outcome = %(succeeded)s, finished_at = %(now)s, error = ''
-                WHERE job_id = %(id)s AND number = %(number)s
-            """),
-            {"id": job.id, "number": job.attempts, "now": timezone.now(), "succeeded": Status.SUCCEEDED,
-             "running": Status.RUNNING},
+                {insert_result}
+            """,
+            [*changes.values(), job.id, Status.RUNNING,
+             outcome, timezone.now(), error, retry_delay, job.id, job.attempts, *result_params],
         )
-
-
-def job_retry_later(*, job: Job, error: str, delay: float) -> None:
-    now = timezone.now()
-    with transaction_flushed_by_next_commit():
-        Job.objects.filter(id=job.id, status=Status.RUNNING).update(
-            status=Status.RETRYING, error=error, next_retry_at=now + timedelta(seconds=delay)
-        )
-        _attempt_finish(job=job, outcome=JobAttempt.Outcome.RETRYING, error=error, retry_delay=delay)
 
 
 def job_fail(*, job: Job, error: str) -> None:

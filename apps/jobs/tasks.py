@@ -5,10 +5,11 @@ The class turns what happens into job state: success, a transient error retried 
 through RabbitMQ's delayed delivery, or a failure whose message is dead-lettered.
 """
 import logging
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from celery import Task
+from celery import Task, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError
@@ -65,6 +66,10 @@ class JobTask(Task):
     # job_start. Celery's STARTED result would write it a second time, before this class can tell
     # a duplicate message of a finished job, and overwrite that job's stored outcome.
     track_started = False
+    # A success or a retry is written with the job's own row (services.job_succeed, job_retry_later),
+    # in one statement; Celery's backend stores failures (with their tracebacks) and cancellations.
+    ignore_result = True
+    store_errors_even_if_ignored = True
 
     def before_start(self, task_id: str, args: tuple, kwargs: dict) -> None:
         # From here to after_return, every log line (Celery's "succeeded"/"raised" lines too)
@@ -81,7 +86,10 @@ class JobTask(Task):
             job = services.job_start(job_id=job_id, worker=self.request.hostname or "")
         except DatabaseError:
             logger.warning("PostgreSQL is unreachable; job %s goes back to RabbitMQ to run later", job_id)
-            self._run_later(job_id=job_id)
+            # Nothing can be recorded, so the job must neither fail nor be dead-lettered, and
+            # requeueing at once would spin and count as a crashed delivery.
+            self._publish_again(job_id=job_id, countdown=settings.CONVEYOR_WORKER_DB_RETRY_SECONDS,
+                                retries=self.request.retries)
             raise Ignore() from None
         if job is None:
             # A duplicate message of a finished or cancelled job: acknowledge it, store nothing.
@@ -121,29 +129,35 @@ class JobTask(Task):
         except Exception as exc:
             services.job_fail(job=job, error=_describe(exc))
             raise
-        services.job_succeed(job=job)
+        services.job_succeed(job=job, task_result=self.backend.task_result_row(
+            job_id, result, states.SUCCESS, request=self.request
+        ))
         return result
 
-    def _run_later(self, *, job_id: str) -> None:
-        """Publish this message again after a pause and let the caller acknowledge the original.
+    def _publish_again(self, *, job_id: str, countdown: int, retries: int) -> None:
+        """Publish this job's message again, to wait `countdown` seconds in RabbitMQ (delayed delivery).
 
-        Used when the database cannot be reached: nothing can be recorded, so the job must
-        neither fail nor be dead-lettered, and requeueing at once would spin and count as a
-        crashed delivery. The copy waits in RabbitMQ (delayed delivery), confirmed before the ack.
+        Confirmed before the caller raises Ignore, which acknowledges the message being run.
         """
         kind = kind_for_task(self.name)
         self.apply_async(
             kwargs={"job_id": job_id},
             task_id=job_id,
             queue=broker.job_queue(kind.queue),
-            countdown=settings.CONVEYOR_WORKER_DB_RETRY_SECONDS,
-            retries=self.request.retries,
+            countdown=countdown,
+            retries=retries,
             headers={"trace_id": getattr(self.request, "trace_id", "")},
             soft_time_limit=kind.soft_time_limit,
             time_limit=kind.time_limit,
         )
 
     def _retry_or_fail(self, *, job: Job, kind: JobKind, exc: BaseException) -> None:
+        """Called while `exc` is being handled: fail the job, or record the retry, then publish it.
+
+        Not Celery's Task.retry, which publishes the next attempt first and stores this one's RETRY
+        result after: with a short delay the next attempt could finish first, and the late RETRY
+        would overwrite its outcome.
+        """
         retries = self.request.retries
         if retries >= kind.retry.max_retries:
             services.job_fail(job=job, error=f"Gave up after {retries + 1} attempts. Last error: {_describe(exc)}")
@@ -151,8 +165,15 @@ class JobTask(Task):
         delay = services.backoff_delay(
             policy=kind.retry, retries=retries, retry_after=getattr(exc, "retry_after", None)
         )
-        services.job_retry_later(job=job, error=_describe(exc), delay=delay)
-        raise self.retry(exc=exc, countdown=delay, max_retries=None, queue=broker.job_queue(kind.queue))
+        job_id = str(job.id)
+        result = self.backend.task_result_row(
+            job_id, self.backend.encode_result(exc, states.RETRY), states.RETRY, traceback=traceback.format_exc(),
+            request=self.request,
+        )
+        services.job_retry_later(job=job, error=_describe(exc), delay=delay, task_result=result)
+        self._publish_again(job_id=job_id, countdown=delay, retries=retries + 1)
+        logger.info("Job %s retries in %d s: %s", job_id, delay, _describe(exc))
+        raise Ignore()
 
 
 def _describe(exc: BaseException) -> str:

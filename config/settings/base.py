@@ -171,12 +171,13 @@ CELERY_TASK_ACKS_ON_TIMEOUT = True
 # One message per worker process: a long job never holds others back in a prefetch buffer.
 # https://docs.celeryq.dev/en/stable/userguide/optimizing.html#prefetch-limits
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Task events let Flower show queued, started and finished tasks; the worker's consumer publishes
-# them without waiting for confirms (config/worker.py).
+# Task events let Flower show received, started and finished tasks; the worker's consumer publishes
+# them without waiting for confirms (config/worker.py). No "sent" event: the relay publishes
+# thousands of jobs a second, and a job waiting in its queue is shown by the admin and its page.
 # https://docs.celeryq.dev/en/stable/userguide/monitoring.html#events
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_WORKER_CONSUMER = "config.worker:JobConsumer"
-CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_TASK_SEND_SENT_EVENT = False
 # Global limits; each job kind may set shorter ones.
 # https://docs.celeryq.dev/en/stable/userguide/workers.html#time-limits
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CONVEYOR_TASK_SOFT_TIME_LIMIT", default=300)
@@ -196,12 +197,15 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 
 # --- Outbox relay ----------------------------------------------------------
-# Seconds between the relay's passes over jobs that RabbitMQ has not confirmed yet.
+# The relay publishes a job as soon as PostgreSQL tells it one was committed (LISTEN/NOTIFY); it
+# also makes a pass this often, for jobs RabbitMQ refused (a full queue) or could not take (down).
 CONVEYOR_RELAY_INTERVAL_SECONDS = env.float("CONVEYOR_RELAY_INTERVAL_SECONDS", default=1.0)
-# A job younger than this is still being published by its own request; the relay leaves it alone.
-CONVEYOR_RELAY_GRACE_SECONDS = env.float("CONVEYOR_RELAY_GRACE_SECONDS", default=5.0)
-# Jobs published per pass; bounds the relay's memory and the time one pass holds the connection.
+# Jobs published per pass, their confirms in flight together; bounds the relay's memory and how
+# many jobs one lost confirm can leave to be published again.
 CONVEYOR_RELAY_BATCH_SIZE = env.int("CONVEYOR_RELAY_BATCH_SIZE", default=500)
+# Seconds the relay (and a re-drive) waits for RabbitMQ to confirm a batch; what is not confirmed
+# by then stays in the outbox for the next pass.
+CONVEYOR_PUBLISH_CONFIRM_TIMEOUT_SECONDS = env.float("CONVEYOR_PUBLISH_CONFIRM_TIMEOUT_SECONDS", default=10.0)
 
 # --- Pages and API ---------------------------------------------------------
 CONVEYOR_PAGE_SIZE = env.int("CONVEYOR_PAGE_SIZE", default=25)

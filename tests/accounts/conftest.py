@@ -8,7 +8,7 @@ from email.message import Message
 import pytest
 from aiosmtpd.controller import Controller
 
-from tests.integration.conftest import start_worker  # noqa: F401  (the fixture, for email_worker)
+from tests.integration.conftest import relay, start_worker  # noqa: F401  (the fixtures, for email_worker)
 
 
 @dataclass

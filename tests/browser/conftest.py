@@ -11,6 +11,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.integration.conftest import (  # noqa: F401  (fixtures the browser tests share)
     _start,
+    relay,
     start_worker,
     subprocess_env,
     wait_until,

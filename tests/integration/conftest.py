@@ -111,8 +111,25 @@ def dead_letter_ids() -> list[str]:
     return ids
 
 
+def relay_start(**env: str) -> Process:
+    """An outbox relay process, as `make run` runs it: it publishes the jobs a test submits."""
+    command = [sys.executable, "manage.py", "relay_outbox", "--include", "tests.integration.kinds_for_tests"]
+    process = _start("relay", command, subprocess_env(**{"CONVEYOR_RELAY_INTERVAL_SECONDS": "0.5", **env}))
+    wait_until(lambda: "outbox relay started" in process.output() or process.popen.poll() is not None, timeout=60,
+               what="the relay to start")
+    assert process.popen.poll() is None, f"The relay exited at start:\n{process.output()[-3000:]}"
+    return process
+
+
 @pytest.fixture
-def start_worker(transactional_db) -> Iterator[Callable[..., Process]]:
+def relay(transactional_db) -> Iterator[Process]:
+    process = relay_start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def start_worker(transactional_db, relay) -> Iterator[Callable[..., Process]]:
     started: list[Process] = []
 
     def start(*, concurrency: int = 2, queues: tuple[str, ...] = ("default",), **env: str) -> Process:
@@ -140,21 +157,3 @@ def start_worker(transactional_db) -> Iterator[Callable[..., Process]]:
 @pytest.fixture
 def worker(start_worker) -> Process:
     return start_worker()
-
-
-@pytest.fixture
-def start_relay(transactional_db) -> Iterator[Callable[[], Process]]:
-    started: list[Process] = []
-
-    def start() -> Process:
-        process = _start(
-            "relay",
-            [sys.executable, "manage.py", "relay_outbox"],
-            subprocess_env(CONVEYOR_RELAY_GRACE_SECONDS="1", CONVEYOR_RELAY_INTERVAL_SECONDS="0.5"),
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()

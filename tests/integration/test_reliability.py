@@ -151,7 +151,8 @@ def test_cancelling_a_running_interruptible_job_stops_it(worker):
 
 def test_a_cancelled_queued_job_never_runs(start_worker):
     job = submit("diagnostics.noop")
-    services.job_cancel(job=job)
+    wait_until(lambda: Job.objects.get(id=job.id).published_at, timeout=10, what="the relay to publish the job")
+    services.job_cancel(job=job)  # its message waits in the queue: no worker yet
     start_worker()
     other = submit("diagnostics.noop")  # runs after the cancelled one: the queue is first in, first out
     wait_for_status(other, Job.Status.SUCCEEDED)

@@ -1,5 +1,5 @@
-"""The JSON API: submission, reads, lists, actions and every kind of bad input (no broker needed:
-publishing happens after commit, and these tests never commit)."""
+"""The JSON API: submission, reads, lists, actions and every kind of bad input (no broker needed: a
+request only records the job, and the outbox relay, not running here, publishes it)."""
 import json
 import time
 import uuid

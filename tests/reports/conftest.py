@@ -9,7 +9,7 @@ from django.core.files.storage import default_storage
 
 from apps.jobs.models import Job
 from apps.reports.selectors import KIND, report_result_name
-from tests.integration.conftest import start_worker  # noqa: F401  (the fixture, for reports_worker)
+from tests.integration.conftest import relay, start_worker  # noqa: F401  (the fixtures, for reports_worker)
 
 REGIONS = [f"region-{n:02d}" for n in range(20)]
 

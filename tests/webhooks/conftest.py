@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from apps.webhooks.models import WebhookEndpoint
-from tests.integration.conftest import start_worker  # noqa: F401  (the fixture, for webhook_worker)
+from tests.integration.conftest import relay, start_worker  # noqa: F401  (the fixtures, for webhook_worker)
 
 # Retries within a second or two; a silent endpoint times out in half a second.
 FAST = {
