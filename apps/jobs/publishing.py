@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from django.conf import settings
-from kombu import Connection, Producer
+from kombu import Connection, Producer, Queue
 
 from apps.jobs.registry import kind_get
 from config import broker
@@ -38,6 +38,8 @@ class JobPublisher:
     def __init__(self) -> None:
         self._connection: Connection | None = None
         self._producer: Producer | None = None
+        # Job queues bound to the channel, declared on first use (kombu remembers which it declared).
+        self._queues: dict[str, Queue] = {}
         self._next_tag = 1
         self._unsettled: dict[int, uuid.UUID] = {}
         self._confirmed: list[uuid.UUID] = []
@@ -65,7 +67,7 @@ class JobPublisher:
             for message in messages:
                 self._unsettled[self._next_tag] = message.job_id
                 self._next_tag += 1
-                _send(producer, message)
+                self._send(producer, message)
             deadline = time.monotonic() + settings.CONVEYOR_PUBLISH_CONFIRM_TIMEOUT_SECONDS
             while self._unsettled:
                 self._connection.drain_events(timeout=max(0.0, deadline - time.monotonic()))
@@ -86,7 +88,7 @@ class JobPublisher:
             except Exception:  # it is being dropped because it broke; closing may fail too
                 pass
         self._connection = self._producer = None
-        self._unsettled = {}
+        self._unsettled, self._queues = {}, {}
 
     def _producer_get(self) -> Producer:
         if self._producer is None:
@@ -100,23 +102,24 @@ class JobPublisher:
             self._connection, self._producer, self._next_tag = connection, Producer(channel), 1
         return self._producer
 
+    def _send(self, producer: Producer, message: JobMessage) -> None:
+        """Celery's own message for the kind's task (protocol 2), without waiting for anything."""
+        kind = kind_get(message.kind)
+        job_id = str(message.job_id)
+        queue = self._queues.get(message.queue)
+        if queue is None:
+            queue = self._queues[message.queue] = broker.job_queue(message.queue)(producer.channel)
+        task_message = celery_app.amqp.create_task_message(
+            job_id, kind.task.name, (), {"job_id": job_id},
+            time_limit=kind.time_limit, soft_time_limit=kind.soft_time_limit, ignore_result=kind.task.ignore_result,
+        )
+        celery_app.amqp.send_task_message(
+            producer, kind.task.name, task_message, queue=queue, headers={"trace_id": message.trace_id}, retry=False,
+        )
+
     def _settle(self, tag: int, multiple: bool, *, confirmed: bool) -> None:
         tags = [settled for settled in self._unsettled if settled <= tag] if multiple else [tag]
         for settled in tags:
             job_id = self._unsettled.pop(settled, None)
             if confirmed and job_id is not None:
                 self._confirmed.append(job_id)
-
-
-def _send(producer: Producer, message: JobMessage) -> None:
-    """Celery's own message for the kind's task (protocol 2), without waiting for anything."""
-    kind = kind_get(message.kind)
-    job_id = str(message.job_id)
-    task_message = celery_app.amqp.create_task_message(
-        job_id, kind.task.name, (), {"job_id": job_id},
-        time_limit=kind.time_limit, soft_time_limit=kind.soft_time_limit, ignore_result=kind.task.ignore_result,
-    )
-    celery_app.amqp.send_task_message(
-        producer, kind.task.name, task_message, queue=broker.job_queue(message.queue),
-        headers={"trace_id": message.trace_id}, retry=False,
-    )
