@@ -2,10 +2,12 @@
 from typing import Any
 
 from celery import states
-from django.db import connection, connections
+from django.db import connections
 from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
 from django_celery_results.models import TaskResult
+
+from apps.jobs.rows import row_insert_sql
 
 # Written again when a task's row exists (a retry, then its outcome); the row keeps its date_created.
 _UPDATED_FIELDS = [
@@ -53,19 +55,7 @@ class JobResultBackend(DatabaseBackend):
 
 
 def task_result_upsert(row: TaskResult) -> tuple[str, list]:
-    """INSERT ... ON CONFLICT (task_id) DO UPDATE for `row`: the SQL and its parameters.
-
-    Plain SQL rather than bulk_create(update_conflicts=True), so that services.job_succeed can
-    write it in the same statement as the job's own row.
-    """
-    quote = connection.ops.quote_name
-    fields = [field for field in TaskResult._meta.concrete_fields if not field.primary_key]
+    """INSERT ... ON CONFLICT (task_id) DO UPDATE for `row`: the SQL and its parameters, which
+    services.job_succeed also writes in one statement with the job's own row."""
     updated = [*_UPDATED_FIELDS, "date_started"] if row.date_started is not None else _UPDATED_FIELDS
-    sql = (
-        f"INSERT INTO {quote(TaskResult._meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(fields))}) ON CONFLICT ({quote('task_id')}) DO UPDATE SET "
-        + ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in updated)
-    )
-    # pre_save fills date_created and date_done (auto_now_add, auto_now) as a save would.
-    params = [field.get_db_prep_save(field.pre_save(row, add=True), connection) for field in fields]
-    return sql, params
+    return row_insert_sql(row, conflict_target="task_id", update=updated)

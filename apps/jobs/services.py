@@ -23,6 +23,7 @@ from apps.jobs.models import ApiToken, Job, JobAttempt
 from apps.jobs.publishing import JobMessage, JobPublisher
 from apps.jobs.registry import JobKind, RetryPolicy, kind_get
 from apps.jobs.results import task_result_upsert
+from apps.jobs.rows import row_insert_sql
 from apps.ops.log import trace_id_var
 from config import broker
 from config.celery import app as celery_app
@@ -78,11 +79,13 @@ def job_submit(
         submitted_by=submitted_by if submitted_by is not None and submitted_by.is_authenticated else None,
     )
     # Inside a caller's transaction a savepoint keeps a lost idempotency race from breaking it; on
-    # its own the INSERT commits by itself: one round trip to PostgreSQL instead of two.
+    # its own the INSERT commits by itself: one round trip to PostgreSQL instead of two. A plain
+    # INSERT (what save() would send), as this is every submission's one write.
     savepoint = transaction.atomic() if connection.in_atomic_block else nullcontext()
     try:
-        with savepoint:
-            job.save(force_insert=True)
+        with savepoint, connection.cursor() as cursor:
+            cursor.execute(*row_insert_sql(job))
+        job._state.adding, job._state.db = False, connection.alias
     except IntegrityError:
         # Another request with the same key won the race; answer with its job.
         existing = _job_for_idempotency_key(submitted_by=submitted_by, key=idempotency_key, kind=kind, params=cleaned)
