@@ -13,7 +13,6 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.middleware.csrf import CsrfViewMiddleware
-from django.urls import reverse
 from django.utils.datastructures import MultiValueDict
 from django.views.decorators.csrf import csrf_exempt
 
@@ -152,8 +151,9 @@ def _jobs_submit(request: HttpRequest) -> JsonResponse:
         raise ApiError(409, str(exc), {"idempotency_key": [str(exc)]}) from None
     # The job as recorded, without result or attempts: a new job has neither, and the request
     # that submits it should not pay for reading them.
-    response = JsonResponse(job_json(job=job), status=202 if created else 200)
-    response["Location"] = reverse("api:job", args=[job.id])
+    body = job_json(job=job)
+    response = JsonResponse(body, status=202 if created else 200)
+    response["Location"] = body["url"]
     return response
 
 
