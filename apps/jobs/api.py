@@ -169,15 +169,15 @@ def _jobs_list(request: HttpRequest) -> JsonResponse:
         raise ApiError(400, "'page' and 'page_size' must be whole numbers.") from None
     if page < 1 or not 1 <= page_size <= settings.CONVEYOR_API_MAX_PAGE_SIZE:
         raise ApiError(400, f"'page' starts at 1; 'page_size' is 1 to {settings.CONVEYOR_API_MAX_PAGE_SIZE}.")
-    found = selectors.jobs_filtered(user=request.user, status=status, kind=kind)
-    # One row past the page tells whether another page exists, without counting the table.
-    rows = list(found[(page - 1) * page_size : page * page_size + 1])
+    found = selectors.jobs_page(
+        jobs=selectors.jobs_filtered(user=request.user, status=status, kind=kind), number=page, size=page_size
+    )
     return JsonResponse(
         {
-            "results": [job_json(job=job) for job in rows[:page_size]],
+            "results": [job_json(job=job) for job in found.jobs],
             "page": page,
             "page_size": page_size,
-            "has_next": len(rows) > page_size,
+            "has_next": found.has_next,
         }
     )
 

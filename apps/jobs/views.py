@@ -4,7 +4,6 @@ import uuid
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -34,7 +33,11 @@ def _job_or_404(request: HttpRequest, job_id: uuid.UUID) -> Job:
 def job_list(request: HttpRequest) -> HttpResponse:
     status, kind = request.GET.get("status", ""), request.GET.get("kind", "")
     jobs = selectors.jobs_filtered(user=request.user, status=status, kind=kind)
-    page = Paginator(jobs, per_page=settings.CONVEYOR_PAGE_SIZE).get_page(request.GET.get("page"))
+    try:
+        number = max(1, int(request.GET.get("page", 1)))
+    except ValueError:
+        number = 1
+    page = selectors.jobs_page(jobs=jobs, number=number, size=settings.CONVEYOR_PAGE_SIZE)
     context = {"page": page, "statuses": Job.Status, "kinds": kinds_all(), "status": status, "kind": kind}
     return render(request, "jobs/list.html", context)
 

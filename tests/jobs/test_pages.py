@@ -1,6 +1,8 @@
 """The job pages in the test client: sign-in required, forms, the list and the job page."""
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from apps.jobs.models import Job
 
@@ -52,6 +54,23 @@ def test_list_shows_own_jobs_only_and_filters_by_status(signed_in, user, other_u
     assert str(mine.id)[:8] in page and str(theirs.id)[:8] not in page
     assert str(mine.id)[:8] not in signed_in.get("/jobs/?status=queued").content.decode()
     assert signed_in.get(f"/jobs/{theirs.id}/").status_code == 404
+
+
+def test_list_pages_newest_first_without_counting_the_jobs(signed_in, user, settings):
+    # given three jobs and pages of two
+    settings.CONVEYOR_PAGE_SIZE = 2
+    jobs = [Job.objects.create(kind="diagnostics.noop", queue="default", submitted_by=user) for _ in range(3)]
+    newest_first = [str(job.id)[:8] for job in reversed(jobs)]
+    # when the first two pages are read
+    with CaptureQueriesContext(connection) as queries:
+        first = signed_in.get("/jobs/").content.decode()
+    second = signed_in.get("/jobs/?page=2").content.decode()
+    # then each shows its jobs with links to the pages around it, and no COUNT ran
+    assert newest_first[0] in first and newest_first[1] in first and newest_first[2] not in first
+    assert "page=2" in first and "Newer" not in first
+    assert newest_first[2] in second and "page=1" in second and "Older" not in second
+    assert not any("COUNT(" in query["sql"] for query in queries)
+    assert signed_in.get("/jobs/?page=soon").status_code == 200
 
 
 def test_retry_button_requeues_a_failed_job(signed_in, user):
