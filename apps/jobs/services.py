@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
 from django.utils import timezone
 from django.utils.datastructures import MultiValueDict
 from django_celery_results.models import TaskResult
@@ -268,13 +268,14 @@ def _job_from_row(columns: list[str], row: tuple) -> Job:
     """A Job from a row of its table read by plain SQL, its values converted as the ORM converts them."""
     values = dict(zip(columns, row, strict=True))
     fields = Job._meta.concrete_fields
+    db = connections[DEFAULT_DB_ALIAS]  # the proxy `connection` would look it up again per field
     loaded = []
     for field in fields:
         value = values[field.column]
-        for convert in [*connection.ops.get_db_converters(field), *field.get_db_converters(connection)]:
-            value = convert(value, field, connection)
+        for convert in [*db.ops.get_db_converters(field), *field.get_db_converters(db)]:
+            value = convert(value, field, db)
         loaded.append(value)
-    return Job.from_db(connection.alias, [field.attname for field in fields], loaded)
+    return Job.from_db(db.alias, [field.attname for field in fields], loaded)
 
 
 def job_progress_report(*, job: Job, percent: int, message: str = "") -> None:
