@@ -114,8 +114,8 @@ def markdown(results: dict[str, Any]) -> str:
         "alternating rounds; ratios are the median of each round's Conveyor / baseline.",
     ]
     if latency["p50_ms"] < 0:
-        lines += ["", "A negative latency means the job started before the 202 reached the client: the request "
-                  "publishes the job, then builds its answer."]
+        lines += ["", "A negative latency means the job started before the client read the 202: the relay "
+                  "publishes a job the moment its row is committed, while the request is still answering."]
     if results["settings"].get("smoke"):
         lines.append("")
         lines.append("Smoke run: sizes too small for the figures to mean anything.")
