@@ -2,8 +2,8 @@
 
 Who writes what ("one writer per fact"):
 - The web (submit, operator actions) writes what was asked: kind, params, queue, idempotency key,
-  trace id, submitter, created_at; the publisher (web after commit, or the outbox relay) writes
-  published_at; operator actions move a job back to `queued` or to `cancelled`.
+  trace id, submitter, created_at; the outbox relay (apps/jobs/relay.py), which publishes every
+  job, writes published_at; operator actions move a job back to `queued` or to `cancelled`.
 - The worker writes what happened: status while running, attempts, progress, error message,
   next retry time, started/finished times, and one JobAttempt row per attempt with the log lines
   the job emitted during it.
