@@ -8,6 +8,7 @@ from django.db import transaction
 from apps.jobs import services
 from apps.jobs.models import Job
 from apps.jobs.publishing import JobMessage, JobPublisher
+from apps.jobs.relay import outbox_relay
 from config import broker
 from config.celery import app as celery_app
 from tests.integration.conftest import queues_reset, relay_start, wait_until
@@ -88,3 +89,17 @@ def test_a_batch_is_confirmed_message_by_message_and_a_full_queue_refuses_its_sh
     assert sorted(confirmed) == sorted(message.job_id for message in default)
     assert len(queued_job_ids("held")) == capacity + 1
     assert sorted(queued_job_ids("default")) == sorted(str(message.job_id) for message in default)
+
+
+def test_a_pass_leaves_jobs_of_a_kind_this_process_does_not_know_in_the_outbox(transactional_db):
+    # given a job of a kind whose code this process does not have (deployed on the web first)
+    queues_reset("default")
+    unknown = Job.objects.create(kind="billing.not_deployed_here", queue="default")
+    known = Job.objects.create(kind="diagnostics.noop", queue="default")
+    # when a pass runs
+    with JobPublisher() as publisher:
+        done = outbox_relay(publisher=publisher)
+    # then it publishes what it knows and leaves the rest waiting, for a relay that knows the kind
+    assert (done.found, done.published) == (1, 1)
+    assert queued_job_ids("default") == [str(known.id)]
+    assert Job.objects.get(id=unknown.id).published_at is None
