@@ -10,6 +10,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
 app = Celery("conveyor")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+# By name, so that web processes do not import the worker's parts.
+app.steps["worker"].add("config.worker:CancelledTimersSweep")
 
 
 @app.on_after_configure.connect

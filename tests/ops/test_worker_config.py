@@ -1,8 +1,10 @@
-"""How the worker talks to RabbitMQ: job messages wait for confirms, monitoring events do not."""
+"""The worker's own parts: events published without confirms, and cancelled timers swept away."""
 from types import SimpleNamespace
 
+from kombu.asynchronous.timer import Timer
+
 from config.celery import app as celery_app
-from config.worker import JobConsumer
+from config.worker import JobConsumer, timers_cancelled_drop
 
 
 def test_the_workers_event_connection_skips_confirms_that_every_other_connection_keeps():
@@ -15,3 +17,17 @@ def test_the_workers_event_connection_skips_confirms_that_every_other_connection
     # then only the events' connection publishes without waiting for RabbitMQ's confirm
     assert events.transport_options["confirm_publish"] is False
     assert jobs.transport_options["confirm_publish"] is True
+
+
+def test_the_worker_sweeps_cancelled_timers_and_keeps_the_others_in_order():
+    # given the event loop's timer with five time limits, three of them cancelled (their jobs ended)
+    assert "config.worker:CancelledTimersSweep" in celery_app.steps["worker"]
+    timer = Timer()
+    entries = {seconds: timer.call_after(seconds, print) for seconds in (50, 10, 30, 20, 40)}
+    for seconds in (50, 30, 40):
+        timer.cancel(entries[seconds])
+    # when the sweep runs
+    timers_cancelled_drop(timer)
+    # then only the two live timers are left, the next one due still first
+    assert [scheduled.entry for scheduled in timer.queue] == [entries[10], entries[20]]
+    assert timer._queue[0].entry is entries[10]
