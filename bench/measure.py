@@ -508,6 +508,8 @@ def _backlog_measure(args: Namespace, conveyor: Side, *, relay: Process, env: di
         "worker_rss_by_process_mib": {str(pid): [round(worker_idle.get(pid, 0) / MIB, 1), round(peak / MIB, 1)]
                                       for pid, peak in sampler.peaks.items()},
         "page": "/jobs/",
+        "page_idle_p50_ms": round(load.percentile(idle_pages, 50), 2),
+        "page_p50_ms": round(load.percentile(pages, 50), 2),
         "page_idle_p99_ms": round(idle_p99, 2),
         "page_p99_ms": round(page_p99, 2),
         "page_samples": len(pages),
