@@ -45,6 +45,8 @@ NOOP_BODY = json.dumps({"kind": "diagnostics.noop", "params": {}}).encode()
 BACKLOG_BATCH = 10_000
 # Seconds between checks while waiting on a queue or the database.
 POLL = 0.005
+# Seconds between samples of the job list page, idle and while the backlog drains.
+PAGE_INTERVAL = 0.25
 
 
 @dataclass
@@ -460,7 +462,7 @@ def _backlog_record(args: Namespace) -> None:
 def _backlog_measure(args: Namespace, conveyor: Side, *, relay: Process, env: dict[str, str], log_dir: Path,
                      staff_cookie: str) -> dict[str, Any]:
     page_url = conveyor.submit_url.replace("/api/jobs/", "/jobs/")
-    idle_pages = _page_latencies(page_url, staff_cookie, count=args.page_samples)
+    empty_pages = _page_latencies(page_url, staff_cookie, count=args.page_samples, interval=PAGE_INTERVAL)
     worker_idle = conveyor.worker.rss_by_pid()
     total = args.backlog_jobs + args.backlog_retrying
     _consumer_control(conveyor, "cancel_consumer")
@@ -472,10 +474,16 @@ def _backlog_measure(args: Namespace, conveyor: Side, *, relay: Process, env: di
         while outbox_relay(publisher=publisher).published:
             pass
     relay = processes.start("conveyor-relay-2", processes.procfile_command("relay"), env=env, log_dir=log_dir)
+    # Idle: the backlog is recorded and queued, and nothing consumes it yet, so the page shows the rows
+    # it shows while the backlog drains. The page of an empty list is reported beside it. VACUUM first,
+    # so autovacuum is not still at the freshly written rows while the idle page is timed.
+    with connection.cursor() as cursor:
+        cursor.execute(f"VACUUM (ANALYZE) {Job._meta.db_table}")
+    idle_pages = _page_latencies(page_url, staff_cookie, count=args.page_samples, interval=PAGE_INTERVAL)
     stop = threading.Event()
     pages: list[float] = []
     sampler_thread = threading.Thread(
-        target=lambda: pages.extend(_page_latencies(page_url, staff_cookie, stop=stop, interval=0.25)))
+        target=lambda: pages.extend(_page_latencies(page_url, staff_cookie, stop=stop, interval=PAGE_INTERVAL)))
     unfinished = Job.objects.filter(status__in=(Job.Status.QUEUED, Job.Status.RUNNING, Job.Status.RETRYING))
     try:
         with RssSampler(conveyor.worker, interval=1.0) as sampler:
@@ -508,6 +516,8 @@ def _backlog_measure(args: Namespace, conveyor: Side, *, relay: Process, env: di
         "worker_rss_by_process_mib": {str(pid): [round(worker_idle.get(pid, 0) / MIB, 1), round(peak / MIB, 1)]
                                       for pid, peak in sampler.peaks.items()},
         "page": "/jobs/",
+        "page_empty_p50_ms": round(load.percentile(empty_pages, 50), 2),
+        "page_empty_p99_ms": round(load.percentile(empty_pages, 99), 2),
         "page_idle_p50_ms": round(load.percentile(idle_pages, 50), 2),
         "page_p50_ms": round(load.percentile(pages, 50), 2),
         "page_idle_p99_ms": round(idle_p99, 2),

@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     backlog.add_argument("--backlog-wait", type=int, default=120,
                          help="longest retry wait in seconds; waits spread over its second half (default 120)")
     backlog.add_argument("--page-samples", type=int, default=200,
-                         help="idle samples of the job list page before the backlog (default 200)")
+                         help="idle samples of the job list page, empty and with the backlog recorded (default 200)")
     run = parser.add_argument_group("run")
     run.add_argument("--smoke", action="store_true",
                      help="tiny sizes that finish in seconds, for CI; the figures mean nothing")
