@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from apps.jobs.errors import PermanentJobError, TransientJobError
 from apps.webhooks.models import WebhookAttempt, WebhookEndpoint
-from apps.webhooks.ssrf import HostUnresolved, UrlRefused, webhook_url_check
+from apps.webhooks.ssrf import HostUnresolved, UrlRefused, webhook_post, webhook_url_check
 
 SIGNATURE_VERSION = "v1"
 
@@ -89,7 +89,7 @@ def webhook_deliver(
         return error
 
     try:
-        webhook_url_check(endpoint.url)
+        checked = webhook_url_check(endpoint.url)
     except HostUnresolved as exc:
         raise fail(TransientJobError(str(exc))) from None
     except UrlRefused as exc:
@@ -109,10 +109,7 @@ def webhook_deliver(
     connect, read = settings.CONVEYOR_WEBHOOK_CONNECT_TIMEOUT, settings.CONVEYOR_WEBHOOK_READ_TIMEOUT
     started = time.monotonic()
     try:
-        # Redirects are not followed: the target was never checked by the SSRF guard.
-        with requests.post(
-            endpoint.url, data=body, headers=headers, timeout=(connect, read), allow_redirects=False, stream=True
-        ) as response:
+        with webhook_post(checked, data=body, headers=headers, timeout=(connect, read)) as response:
             latency_ms = round((time.monotonic() - started) * 1000)
             excerpt = next(response.iter_content(settings.CONVEYOR_WEBHOOK_RESPONSE_EXCERPT_BYTES), b"")
     except requests.ConnectTimeout:

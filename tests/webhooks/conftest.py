@@ -1,4 +1,4 @@
-"""Real HTTP servers on loopback that play webhook receivers, started by the tests."""
+"""Real HTTP servers on loopback that play webhook receivers, and a DNS the tests script."""
 import socket
 import threading
 from collections.abc import Iterator
@@ -30,6 +30,7 @@ class Receiver:
     """Answers each POST with the next scripted (status, headers, body); the last one repeats."""
 
     url: str
+    port: int = 0
     script: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
 
@@ -56,12 +57,53 @@ def receiver() -> Iterator[Receiver]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    state.port = server.server_address[1]
+    state.url = f"http://127.0.0.1:{state.port}/hook"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield state
     server.shutdown()
     server.server_close()
+
+
+@dataclass
+class Resolver:
+    """Stands in for DNS and the network: see the `resolver` fixture."""
+
+    answers: dict[str, list[list[str]]] = field(default_factory=dict)
+    lookups: list[str] = field(default_factory=list)
+    connected: list[tuple[str, int]] = field(default_factory=list)
+
+    def answer(self, name: str, *answers: list[str]) -> None:
+        """Each lookup of `name` gets the next list of addresses; the last one repeats."""
+        self.answers[name] = list(answers)
+
+
+@pytest.fixture
+def resolver(monkeypatch) -> Resolver:
+    """Scripted answers for the names a test gives (other names resolve as usual), every lookup of
+    them and every address a socket connects to recorded; only 127.0.0.1 is reachable, so nothing
+    leaves the machine and other addresses are refused at once."""
+    state = Resolver()
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
+
+    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+        script = state.answers.get(host)
+        if script is None:
+            return real_getaddrinfo(host, port, family, type, proto, flags)
+        state.lookups.append(host)
+        addresses = script.pop(0) if len(script) > 1 else script[0]
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (a, int(port))) for a in addresses]
+
+    def connect(sock: socket.socket, address) -> None:
+        state.connected.append(tuple(address[:2]))
+        if address[0] != "127.0.0.1":
+            raise ConnectionRefusedError(f"{address[0]} is unreachable in this test")
+        real_connect(sock, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return state
 
 
 @pytest.fixture
