@@ -1,9 +1,13 @@
-"""Real HTTP servers on loopback that play webhook receivers, and a DNS the tests script."""
+"""Real HTTP(S) servers on loopback that play webhook receivers, and a DNS the tests script."""
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -33,13 +37,14 @@ class Receiver:
     port: int = 0
     script: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
+    server_names: list[str | None] = field(default_factory=list)  # the SNI of each TLS handshake
 
     def answer(self, *responses: tuple[int, dict[str, str], bytes]) -> None:
         self.script[:] = responses
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
+@contextmanager
+def _receiving(tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
     state = Receiver(url="")
 
     class Handler(BaseHTTPRequestHandler):
@@ -57,13 +62,59 @@ def receiver() -> Iterator[Receiver]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        tls.sni_callback = lambda sock, name, context: state.server_names.append(name)
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     state.port = server.server_address[1]
-    state.url = f"http://127.0.0.1:{state.port}/hook"
+    state.url = f"{'https' if tls else 'http'}://127.0.0.1:{state.port}/hook"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield state
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with _receiving() as state:
+        yield state
+
+
+@dataclass
+class Certificates:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def _openssl_req(*args: str | Path) -> None:
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+         *map(str, args)],
+        check=True, capture_output=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory) -> Certificates:
+    """A throwaway CA and, signed by it, a certificate for hooks.example only (made by Debian's openssl)."""
+    folder = tmp_path_factory.mktemp("tls")
+    made = Certificates(ca=folder / "ca.pem", cert=folder / "hooks.pem", key=folder / "hooks.key")
+    _openssl_req("-subj", "/CN=Conveyor test CA", "-keyout", folder / "ca.key", "-out", made.ca,
+                 "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+    _openssl_req("-subj", "/CN=hooks.example", "-keyout", made.key, "-out", made.cert,
+                 "-CA", made.ca, "-CAkey", folder / "ca.key",
+                 "-addext", "subjectAltName=DNS:hooks.example", "-addext", "basicConstraints=CA:FALSE")
+    return made
+
+
+@pytest.fixture
+def tls_receiver(certificates) -> Iterator[Receiver]:
+    """A receiver on 127.0.0.1 that speaks HTTPS with the certificate for hooks.example."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificates.cert, certificates.key)
+    with _receiving(context) as state:
+        yield state
 
 
 @dataclass

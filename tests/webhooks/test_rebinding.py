@@ -5,7 +5,7 @@ import requests
 from apps.jobs.errors import PermanentJobError, TransientJobError
 from apps.jobs.models import Job
 from apps.webhooks.services import webhook_deliver
-from apps.webhooks.ssrf import PinnedAddressAdapter
+from apps.webhooks.ssrf import PinnedAddressAdapter, webhook_post, webhook_url_check
 
 pytestmark = pytest.mark.django_db
 
@@ -93,3 +93,29 @@ def test_an_https_pool_connects_to_the_address_and_verifies_the_certificate_for_
     assert pool.conn_kw["server_hostname"] == "hooks.example"
     assert pool.cert_reqs == "CERT_REQUIRED"
 
+
+def test_https_sends_the_host_name_as_sni_and_host_and_accepts_its_certificate(
+    resolver, tls_receiver, certificates, monkeypatch
+):
+    # given an HTTPS receiver on 127.0.0.1 whose certificate, from a CA trusted here, names hooks.example
+    monkeypatch.setattr(requests.adapters, "DEFAULT_CA_BUNDLE_PATH", str(certificates.ca))
+    resolver.answer("hooks.example", ["127.0.0.1"])
+    tls_receiver.answer((200, {}, b"ok"))
+    # when an event is posted to hooks.example
+    checked = webhook_url_check(f"https://hooks.example:{tls_receiver.port}/hook")
+    with webhook_post(checked, data=b"{}", headers={}, timeout=(3, 3)) as response:
+        status = response.status_code
+    # then TLS named the host, not the address, and the certificate for it was accepted
+    assert status == 200
+    assert tls_receiver.server_names == ["hooks.example"]
+    assert [r.headers["Host"] for r in tls_receiver.received] == [f"hooks.example:{tls_receiver.port}"]
+
+
+def test_https_refuses_a_certificate_that_does_not_name_the_host(resolver, tls_receiver, certificates, monkeypatch):
+    # given the same receiver reached as other.example: its certificate is valid, but not for that name
+    monkeypatch.setattr(requests.adapters, "DEFAULT_CA_BUNDLE_PATH", str(certificates.ca))
+    resolver.answer("other.example", ["127.0.0.1"])
+    checked = webhook_url_check(f"https://other.example:{tls_receiver.port}/hook")
+    with pytest.raises(requests.exceptions.SSLError, match="Hostname mismatch"):
+        webhook_post(checked, data=b"{}", headers={}, timeout=(3, 3))
+    assert tls_receiver.received == []
