@@ -86,3 +86,15 @@ def test_an_endpoint_that_never_answers_times_out_each_attempt_then_is_dead_lett
     assert "Gave up after 3 attempts" in job.error and "did not answer within 0.5 s" in job.error
     assert list(WebhookAttempt.objects.filter(job=job).values_list("status_code", flat=True)) == [None] * 3
     assert wait_until(lambda: str(job.id) in dead_letter_ids(), timeout=10, what="the dead letter")
+
+
+def test_an_allowed_loopback_receiver_named_by_host_name_gets_that_name_as_host(
+    webhook_worker, receiver, endpoint_for, api_client
+):
+    # given an endpoint named localhost (allowed by the test settings), which resolves to 127.0.0.1
+    receiver.answer((200, {}, b"ok"))
+    job = deliver(api_client, endpoint_for(f"http://localhost:{receiver.port}/hook").id)
+    job = wait_until(lambda: finished(job), timeout=30, what="the delivery to finish")
+    # then the worker delivered it to the checked address with the URL's host, not the address, as Host
+    assert job.status == Job.Status.SUCCEEDED
+    assert [r.headers["Host"] for r in receiver.received] == [f"localhost:{receiver.port}"]
