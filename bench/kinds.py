@@ -6,8 +6,8 @@ from celery import shared_task
 from django import forms
 
 from apps.jobs.errors import TransientJobError
+from apps.jobs.executor import JobRun, JobTask
 from apps.jobs.registry import JobKind, RetryPolicy, kind_register
-from apps.jobs.tasks import JobRun, JobTask
 
 
 class RetryOnceForm(forms.Form):

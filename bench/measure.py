@@ -23,7 +23,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection
 from django.test import Client
-from django_celery_results.models import TaskResult
+from django.utils import timezone
 from kombu import Connection
 
 import bench.kinds  # noqa: F401  (registers bench.retry_once, the backlog's retrying kind)
@@ -47,6 +47,11 @@ BACKLOG_BATCH = 10_000
 POLL = 0.005
 # Seconds between samples of the job list page, idle and while the backlog drains.
 PAGE_INTERVAL = 0.25
+
+
+def _relay_command() -> str:
+    """The Procfile's relay, also knowing the backlog's retrying kind, whose retries it publishes when due."""
+    return f"{processes.procfile_command('relay')} --include bench.kinds"
 
 
 @dataclass
@@ -160,7 +165,7 @@ def _queues_purge() -> None:
 
 
 def _tables_truncate() -> None:
-    tables = [model._meta.db_table for model in (JobAttempt, Job, TaskResult)]
+    tables = [model._meta.db_table for model in (JobAttempt, Job)]
     with connection.cursor() as cursor:
         cursor.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
 
@@ -212,7 +217,7 @@ def _webs_start(args: Namespace, *, env: dict[str, str], log_dir: Path, token: s
         env={**env, "WEB_BIND": f"127.0.0.1:{baseline_port}", "DJANGO_SETTINGS_MODULE": "bench.baseline.settings"},
         log_dir=log_dir,
     )
-    relay = processes.start("conveyor-relay", processes.procfile_command("relay"), env=env, log_dir=log_dir)
+    relay = processes.start("conveyor-relay", _relay_command(), env=env, log_dir=log_dir)
     host = socket.gethostname()
     conveyor = Side("conveyor", conveyor_web, f"http://127.0.0.1:{conveyor_port}/api/jobs/",
                     {"Authorization": f"Bearer {token}"}, conveyor_app, broker.queue_name("default"),
@@ -257,7 +262,7 @@ def _workers_warm(sides: list[Side]) -> None:
         submitted[side.name] = [json.loads(client.request("POST", body=NOOP_BODY, headers=side.headers)[1])["id"]
                                 for _ in range(20)]
         client.close()
-    warm = TaskResult.objects.filter(task_id__in=submitted["conveyor"], status="SUCCESS")
+    warm = JobAttempt.objects.filter(job_id__in=submitted["conveyor"], outcome=JobAttempt.Outcome.SUCCEEDED)
     wait_until(lambda: warm.count() == 20, timeout=60, what="Conveyor's warm-up jobs")
     with _broker_channel() as channel:
         wait_until(lambda: all(_depth(channel, side.queue) == 0 for side in sides), timeout=60,
@@ -332,7 +337,7 @@ def _latency_measure(args: Namespace, conveyor: Side) -> dict[str, Any]:
         time.sleep(args.latency_gap_ms / 1000)
     client.close()
     # Their results are the last writes of the jobs: once all are in, nothing of them lands after the truncate.
-    wait_until(lambda: TaskResult.objects.filter(status="SUCCESS").count() == len(answered), timeout=120,
+    wait_until(lambda: _succeeded().count() == len(answered), timeout=120,
                what="the latency jobs to finish")
     started = dict(Job.objects.values_list("id", "started_at"))
     latencies = [(started[job_id].timestamp() - at) * 1000 for job_id, at in answered.items()]
@@ -392,7 +397,7 @@ def _drain_measure(args: Namespace, *, sides: list[Side], staff_cookie: str, pro
                     wait_until(lambda side=side: _depth(channel, side.queue) == 0, timeout=args.jobs / 10 + 60,
                                interval=POLL, what=f"{side.queue} to drain")
                     if side.name == "conveyor":
-                        wait_until(lambda: TaskResult.objects.filter(status="SUCCESS").count() >= args.jobs,
+                        wait_until(lambda: _succeeded().count() >= args.jobs,
                                    timeout=60, interval=POLL, what="every result in PostgreSQL")
                     elapsed = time.monotonic() - began
                 side.rss["worker"]["load"] = max(side.rss["worker"].get("load", 0), sampler.peak)
@@ -413,14 +418,18 @@ def _drain_measure(args: Namespace, *, sides: list[Side], staff_cookie: str, pro
     }
 
 
+def _succeeded():
+    """Attempts that succeeded: their result is the last write of a job."""
+    return JobAttempt.objects.filter(outcome=JobAttempt.Outcome.SUCCEEDED)
+
+
 def _results_persisted(jobs: int, *, conveyor: Side, staff_cookie: str) -> dict[str, bool]:
     """Every job succeeded with its result row in PostgreSQL, and the admin lists that row."""
     succeeded = Job.objects.filter(status=Job.Status.SUCCEEDED).count()
-    results = TaskResult.objects.filter(status="SUCCESS").count()
-    sample = TaskResult.objects.values_list("task_id", flat=True).first()
+    results = _succeeded().filter(result__isnull=False).count()
+    sample = _succeeded().values_list("job_id", flat=True).first()
     client = load.KeepAliveClient(conveyor.submit_url)
-    status, page = client.request("GET", path=f"/admin/django_celery_results/taskresult/?q={sample}",
-                                  headers={"Cookie": staff_cookie})
+    status, page = client.request("GET", path=f"/admin/jobs/job/{sample}/change/", headers={"Cookie": staff_cookie})
     client.close()
     return {
         "results_in_postgres": succeeded == jobs and results == jobs,
@@ -450,7 +459,9 @@ def _backlog_record(args: Namespace) -> None:
     def record(kind: str, params: Callable[[int], dict], total: int) -> None:
         for start in range(0, total, BACKLOG_BATCH):
             batch = range(start, min(total, start + BACKLOG_BATCH))
-            Job.objects.bulk_create(Job(kind=kind, params=params(index), queue="default") for index in batch)
+            due = timezone.now()
+            Job.objects.bulk_create(Job(kind=kind, params=params(index), queue="default", due_at=due)
+                                    for index in batch)
 
     half = max(1, args.backlog_wait // 2)
     # Waits spread over the second half of --backlog-wait, so the retries come back while the backlog drains.
@@ -466,14 +477,14 @@ def _backlog_measure(args: Namespace, conveyor: Side, *, relay: Process, env: di
     worker_idle = conveyor.worker.rss_by_pid()
     total = args.backlog_jobs + args.backlog_retrying
     _consumer_control(conveyor, "cancel_consumer")
-    # The harness publishes the recorded jobs through the outbox relay itself: the relay process does
-    # not know the backlog's retrying kind (bench.kinds), and is stopped meanwhile.
+    # The harness publishes the recorded jobs through the outbox relay itself, the relay process stopped
+    # meanwhile, so the backlog is queued before the workers start on it.
     relay.stop()
     _backlog_record(args)
     with JobPublisher() as publisher:
         while outbox_relay(publisher=publisher).published:
             pass
-    relay = processes.start("conveyor-relay-2", processes.procfile_command("relay"), env=env, log_dir=log_dir)
+    relay = processes.start("conveyor-relay-2", _relay_command(), env=env, log_dir=log_dir)
     # Idle: the backlog is recorded and queued, and nothing consumes it yet, so the page shows the rows
     # it shows while the backlog drains. The page of an empty list is reported beside it. VACUUM first,
     # so autovacuum is not still at the freshly written rows while the idle page is timed.

@@ -3,7 +3,6 @@
 Actions go through the same services as the API; the dashboard reads jobs from PostgreSQL and
 queues and workers from RabbitMQ and Celery.
 """
-import json
 import uuid
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
@@ -18,14 +17,13 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
-from django_celery_results.admin import TaskResultAdmin
-from django_celery_results.models import TaskResult
 
-from apps.jobs import selectors, services
-from apps.jobs.errors import ActionNotAllowed
+from apps.jobs import lifecycle, selectors, services, tallies
+from apps.jobs.errors import ActionNotAllowed, UnknownKind
 from apps.jobs.models import ApiToken, Job
-from apps.jobs.registry import kinds_all
-from apps.ops.selectors import queues_depth, workers_active
+from apps.jobs.presenters import json_pretty, seconds_text
+from apps.jobs.probes import queues_depth, workers_active
+from apps.jobs.registry import kind_get, kinds_all
 
 admin.site.site_header = "Conveyor operations"
 admin.site.site_title = "Conveyor"
@@ -44,13 +42,6 @@ def flower_task_url(*, task_id: str) -> str:
     """The task's page in Flower, under Flower's --url_prefix (FLOWER_URL_PREFIX)."""
     prefix = settings.FLOWER_URL_PREFIX.strip("/")
     return f"{settings.CONVEYOR_FLOWER_URL.rstrip('/')}/{prefix + '/' if prefix else ''}task/{task_id}"
-
-
-def _duration(started: datetime | None, finished: datetime | None) -> str:
-    if started is None or finished is None:
-        return "—"
-    seconds = (finished - started).total_seconds()
-    return f"{seconds:.2f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
 
 
 class CappedCountPaginator(Paginator):
@@ -103,7 +94,7 @@ def _act(request: HttpRequest, jobs: QuerySet[Job], action, verb: str) -> None:
         messages.success(request, f"{verb} {done} job(s).")
 
 
-@admin.action(description="Retry selected jobs (failed or cancelled)", permissions=["change"])
+@admin.action(description=f"Retry selected jobs ({', '.join(lifecycle.RETRY.sources)})", permissions=["change"])
 def retry_jobs(modeladmin, request, queryset) -> None:
     _act(request, queryset, services.job_retry, "Retried")
 
@@ -141,8 +132,8 @@ class JobAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": [
             "id", "kind", "status_badge", "progress_bar", "progress_message", "queue", "attempts", "submitted_by",
-            "idempotency_key", "trace", "created_at", "published_at", "started_at", "finished_at", "duration",
-            "next_retry_at", "elsewhere",
+            "idempotency_key", "trace", "created_at", "due_at", "published_at", "generation", "started_at",
+            "finished_at", "duration", "elsewhere",
         ]}),
         ("Input and outcome", {"fields": ["params_pretty", "result_pretty", "error_text", "traceback_text"]}),
         ("Timeline", {"fields": ["timeline"]}),
@@ -150,9 +141,9 @@ class JobAdmin(admin.ModelAdmin):
     ]
     readonly_fields = [
         "id", "kind", "status_badge", "progress_bar", "progress_message", "queue", "attempts", "submitted_by",
-        "idempotency_key", "trace", "created_at", "published_at", "started_at", "finished_at", "duration",
-        "next_retry_at", "elsewhere", "params_pretty", "result_pretty", "error_text", "traceback_text", "timeline",
-        "log_lines",
+        "idempotency_key", "trace", "created_at", "due_at", "published_at", "generation", "started_at",
+        "finished_at", "duration", "elsewhere", "params_pretty", "result_pretty", "error_text", "traceback_text",
+        "timeline", "log_lines",
     ]
 
     def has_add_permission(self, request) -> bool:
@@ -164,16 +155,20 @@ class JobAdmin(admin.ModelAdmin):
     def get_object(self, request, object_id, from_field=None):
         job = super().get_object(request, object_id, from_field)
         if job is not None:
-            job.task_result = selectors.job_task_result(job=job)
+            job.attempt_list = selectors.job_attempts(job=job)
         return job
 
     def changelist_view(self, request, extra_context=None):
         return super().changelist_view(request, {**(extra_context or {}), "title": "Jobs"})
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        # Every field is the worker's or the submitter's fact: the page shows them, never saves them.
+        # Every field is the worker's or the submitter's fact: the page shows them, never saves them. Its
+        # buttons are the actions the job's state allows now (lifecycle.job_actions).
+        job = self.get_object(request, object_id) if object_id else None
+        actions = lifecycle.job_actions(job=job, kind=_kind(job)) if job is not None else []
         extra_context = {**(extra_context or {}), "title": "Job", "show_save": False, "show_save_and_continue": False,
-                         "show_save_and_add_another": False, "show_delete": False}
+                         "show_save_and_add_another": False, "show_delete": False,
+                         "job_actions": actions if self.has_change_permission(request, job) else []}
         return super().changeform_view(request, object_id, form_url, extra_context)
 
     # --- columns and fields ---
@@ -205,18 +200,20 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="duration")
     def duration(self, job: Job) -> str:
-        return _duration(job.started_at, job.finished_at)
+        if job.started_at is None or job.finished_at is None:
+            return "—"
+        return seconds_text((job.finished_at - job.started_at).total_seconds())
 
     @admin.display(description="params")
     def params_pretty(self, job: Job) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(job.params, indent=2, sort_keys=True))
+        return format_html("<pre>{}</pre>", json_pretty(job.params))
 
     @admin.display(description="result")
     def result_pretty(self, job: Job) -> str:
-        result = getattr(job, "task_result", None)
-        if result is None or result.status != "SUCCESS":
+        last = _last_attempt(job)
+        if last is None or last.outcome != last.Outcome.SUCCEEDED:
             return "—"
-        return format_html("<pre>{}</pre>", result.result)
+        return format_html("<pre>{}</pre>", json_pretty(last.result))
 
     @admin.display(description="error")
     def error_text(self, job: Job) -> str:
@@ -224,8 +221,8 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="traceback")
     def traceback_text(self, job: Job) -> str:
-        result = getattr(job, "task_result", None)
-        return format_html("<pre>{}</pre>", result.traceback) if result is not None and result.traceback else "—"
+        last = _last_attempt(job)
+        return format_html("<pre>{}</pre>", last.traceback) if last is not None and last.traceback else "—"
 
     @admin.display(description="timeline")
     def timeline(self, job: Job) -> str:
@@ -238,7 +235,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="log lines")
     def log_lines(self, job: Job) -> str:
-        lines = [(attempt.number, line) for attempt in job.attempt_set.all() for line in attempt.log]
+        lines = [(attempt.number, line) for attempt in _attempts(job) for line in attempt.log]
         if not lines:
             return "—"
         body = format_html_join(
@@ -253,9 +250,6 @@ class JobAdmin(admin.ModelAdmin):
             ("Job page", reverse("jobs:detail", args=[job.id])),
             ("Task in Flower", flower_task_url(task_id=str(job.id))),
         ]
-        result = getattr(job, "task_result", None)
-        if result is not None:
-            links.append(("Task result", reverse("admin:django_celery_results_taskresult_change", args=[result.pk])))
         return format_html_join(" · ", '<a href="{}">{}</a>', ((url, label) for label, url in links))
 
     # --- pages and buttons ---
@@ -289,32 +283,45 @@ class JobAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(request.POST.get("next") or reverse("admin:jobs_job_changelist"))
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        """Jobs by status now, finished in the last hour and day, a chart of the last hour, queues and workers:
+        all read from the tallies, RabbitMQ and Celery, never counted over the jobs."""
         now = timezone.now()
-        hour = selectors.jobs_status_counts(since=now - timedelta(hours=1))
-        day = selectors.jobs_status_counts(since=now - timedelta(days=1))
+        live = tallies.tallies_read()
+        first, minutes = tallies.tallies_grown_per_minute(since=now - timedelta(days=1), now=now)
+        hour_start = now - timedelta(hours=1)
+        last_hour = [(minute, grown) for minute, grown in minutes if minute >= hour_start - timedelta(minutes=1)]
+
+        def total(rows: list[tuple[datetime, dict]], name: str) -> int:
+            return round(sum(grown[name] for _, grown in rows))
+
         context = {
             **self.admin_site.each_context(request),
             "title": "Jobs dashboard",
             "opts": self.model._meta,
-            "statuses": [(status, hour.get(status, 0), day.get(status, 0), STATUS_COLOURS[status])
-                         for status in Job.Status],
+            "statuses": [(status, round(sum(value for (_, name), value in live.items() if name == f"status:{status}")),
+                          STATUS_COLOURS[status]) for status in Job.Status],
+            "finished": [(label, total(last_hour, name), total(minutes, name))
+                         for label, name in (("submitted", "submitted"), ("succeeded", "finished:succeeded"),
+                                             ("failed", "finished:failed"), ("cancelled", "finished:cancelled"),
+                                             ("reconciled (message lost, dispatched again)", "reconciled"))],
+            "counted_since": first,
             "queues": queues_depth(),
             "workers": workers_active(),
-            "chart": throughput_chart(rows=selectors.jobs_finished_per_minute(since=now - timedelta(hours=1)), now=now),
+            "chart": throughput_chart(rows=last_hour, now=now),
         }
         return TemplateResponse(request, "admin/jobs/dashboard.html", context)
 
 
-def throughput_chart(*, rows: list[dict], now: datetime, minutes: int = 60) -> dict:
+def throughput_chart(*, rows: list[tuple[datetime, dict]], now: datetime, minutes: int = 60) -> dict:
     """Bars of jobs finished per minute (failed in red) and a failure-rate line, as SVG coordinates."""
     width, height, bar = 600, 120, 10
-    by_minute = {row["minute"]: row for row in rows}
+    by_minute = {minute.replace(second=0, microsecond=0): grown for minute, grown in rows}
     start = now.replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
     series = []
     for index in range(minutes):
         minute = start + timedelta(minutes=index)
-        row = by_minute.get(minute, {"succeeded": 0, "failed": 0})
-        series.append((minute, row["succeeded"], row["failed"]))
+        grown = by_minute.get(minute, {})
+        series.append((minute, round(grown.get("finished:succeeded", 0)), round(grown.get("finished:failed", 0))))
     peak = max((ok + failed for _, ok, failed in series), default=0) or 1
     bars, rate_points = [], []
     for index, (minute, ok, failed) in enumerate(series):
@@ -338,26 +345,21 @@ def throughput_chart(*, rows: list[dict], now: datetime, minutes: int = 60) -> d
     }
 
 
-admin.site.unregister(TaskResult)
+def _attempts(job: Job) -> list:
+    attempts = getattr(job, "attempt_list", None)
+    return attempts if attempts is not None else selectors.job_attempts(job=job)
 
 
-@admin.register(TaskResult)
-class TaskResultWithJobAdmin(TaskResultAdmin):
-    """django-celery-results' pages, each linked to its job."""
+def _last_attempt(job: Job):
+    attempts = _attempts(job)
+    return attempts[-1] if attempts else None
 
-    list_display = (*TaskResultAdmin.list_display, "job_link")
-    fieldsets = (*TaskResultAdmin.fieldsets, ("Job", {"fields": ("job_link",)}))
 
-    def get_readonly_fields(self, request, obj=None):
-        return [*super().get_readonly_fields(request, obj), "job_link"]
-
-    @admin.display(description="job")
-    def job_link(self, result: TaskResult) -> str:
-        # Each job kind's task runs one job whose id is the task id; other tasks have no job.
-        if result.task_name not in {kind.task.name for kind in kinds_all()}:
-            return "—"
-        return format_html('<a href="{}">job {}</a>', reverse("admin:jobs_job_change", args=[result.task_id]),
-                           result.task_id[:8])
+def _kind(job: Job):
+    try:
+        return kind_get(job.kind)
+    except UnknownKind:
+        return None
 
 
 @admin.register(ApiToken)

@@ -17,6 +17,7 @@ from django.utils.datastructures import MultiValueDict
 from django.views.decorators.csrf import csrf_exempt
 
 from apps.jobs import selectors, services
+from apps.jobs.database import DatabaseUnavailable, database_retried
 from apps.jobs.errors import ActionNotAllowed, IdempotencyKeyReused, JobParamsInvalid, UnknownKind
 from apps.jobs.models import Job
 from apps.jobs.presenters import job_json, kind_json
@@ -59,13 +60,19 @@ def _authenticate(request: HttpRequest) -> None:
 
 
 def api_endpoint(*methods: str) -> Callable:
-    """Method check, authentication and error mapping shared by every endpoint."""
+    """Method check, authentication and error mapping shared by every endpoint.
+
+    While PostgreSQL is unreachable (a restart, a failover) the request waits for it, up to
+    CONVEYOR_WEB_DB_WAIT_SECONDS, and is handled again from the start; nothing it did before the failure was
+    committed (a submission's INSERT rides out the outage on its own, job_submit), so nothing is done twice.
+    Past the wait it answers 503 with Retry-After.
+    """
 
     def decorator(view: Callable) -> Callable:
         @csrf_exempt
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            try:
+            def handle() -> HttpResponse:
                 if request.method not in methods:
                     raise ApiError(
                         405, f"Method {request.method} is not allowed here; use {', '.join(methods)}.",
@@ -73,6 +80,13 @@ def api_endpoint(*methods: str) -> Callable:
                     )
                 _authenticate(request)
                 return view(request, *args, **kwargs)
+
+            try:
+                return database_retried(handle, wait_seconds=settings.CONVEYOR_WEB_DB_WAIT_SECONDS,
+                                        what=f"{request.method} {request.path}")
+            except DatabaseUnavailable:
+                return error_response(503, "The database is unavailable; try again shortly.",
+                                      headers={"Retry-After": "5"})
             except ApiError as exc:
                 return error_response(exc.status, exc.message, exc.fields, exc.headers)
             except RequestDataTooBig:
@@ -110,7 +124,7 @@ def _job_for(request: HttpRequest, job_id: uuid.UUID) -> Job:
 
 
 def _job_response(job: Job, status: int) -> JsonResponse:
-    return JsonResponse(job_json(job=job, task_result=selectors.job_task_result(job=job), detail=True), status=status)
+    return JsonResponse(job_json(job=job, attempts=selectors.job_attempts(job=job)), status=status)
 
 
 @api_endpoint("GET", "POST")

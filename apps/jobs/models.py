@@ -1,15 +1,14 @@
 """Job records, their attempts, and API tokens.
 
-Who writes what ("one writer per fact"):
+Who writes what ("one writer per fact"); every change of state is a statement of apps/jobs/lifecycle.py:
 - The web (submit, operator actions) writes what was asked: kind, params, queue, idempotency key,
-  trace id, submitter, created_at; the outbox relay (apps/jobs/relay.py), which publishes every
-  job, writes published_at; operator actions move a job back to `queued` or to `cancelled`.
-- The worker writes what happened: status while running, attempts, progress, error message,
-  next retry time, started/finished times, and one JobAttempt row per attempt with the log lines
-  the job emitted during it.
-- django-celery-results' TaskResult (written by Celery's result backend in the worker) holds
-  the task's return value (the job's result summary) and the traceback of its latest attempt.
-  Job keeps no copy of either; pages and the API read them from TaskResult.
+  trace id, submitter, created_at; operator actions move a job back to `queued` or to `cancelled`.
+- The outbox relay (apps/jobs/relay.py), the one publisher, writes each dispatch: the generation
+  its message carries and published_at.
+- The worker writes what happened: status while running, attempts, retries, progress, error, when
+  the next attempt is due, started/finished times, and one JobAttempt row per attempt with its
+  outcome, result value, error, traceback and the log lines the job emitted during it.
+Pages, the API and the admin read these rows; nothing Celery stores or cleans up holds a job's outcome.
 """
 import hashlib
 import uuid
@@ -30,8 +29,11 @@ class Job(models.Model):
         CANCELLED = "cancelled"
 
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    # States that wait for a message: the outbox publishes one, a worker starts the job from it (the
+    # partial indexes below name them too).
+    WAITING = (Status.QUEUED, Status.RETRYING)
 
-    # Also the Celery task id, so TaskResult.task_id == str(job.id).
+    # Also the Celery task id of every message of the job.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     kind = models.CharField(max_length=100)
     params = models.JSONField(default=dict, blank=True)
@@ -43,15 +45,22 @@ class Job(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
     )
     created_at = models.DateTimeField(auto_now_add=True)
-    published_at = models.DateTimeField(null=True, blank=True)
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    # Counts JobAttempt rows; kept here so lists need no join (both written in one transaction).
+    # The outbox: a job whose state calls for a message (queued or retrying) and whose message is not
+    # published yet is due for one at due_at; the relay publishes it then. See apps/jobs/lifecycle.py.
+    due_at = models.DateTimeField(null=True, blank=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    # The number of the job's latest dispatch, carried in its message: a worker runs only a message
+    # of the current generation (the fence), so a message left from an earlier dispatch never runs.
+    generation = models.PositiveIntegerField(default=0)
+    # Counts JobAttempt rows; kept here so lists need no join (both written in one statement).
     attempts = models.PositiveIntegerField(default=0)
+    # Automatic retries since the job was submitted or last retried by an operator: the backoff's n.
+    retries = models.PositiveIntegerField(default=0)
     progress = models.PositiveSmallIntegerField(default=0)
     progress_message = models.CharField(max_length=200, blank=True)
     error = models.TextField(blank=True)
-    next_retry_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -63,7 +72,7 @@ class Job(models.Model):
             models.Index(fields=["kind", "-created_at"], name="job_kind_recent"),
             # The admin's and pages' newest-first lists, unfiltered or by date, over millions of jobs.
             models.Index(fields=["-created_at", "-id"], name="job_recent"),
-            # Throughput and failure rate over the last hour (dashboard), finished jobs only.
+            # Retention: finished jobs, oldest first, pruned in batches.
             models.Index(fields=["finished_at"], name="job_finished", condition=Q(finished_at__isnull=False)),
             # The admin's search by a value inside params (`key=value`, JSON containment).
             GinIndex(fields=["params"], opclasses=["jsonb_path_ops"], name="job_params"),
@@ -71,10 +80,18 @@ class Job(models.Model):
             models.Index(
                 fields=["idempotency_key"], name="job_idempotency_key", condition=Q(idempotency_key__isnull=False)
             ),
-            # The outbox: jobs recorded but not yet taken by RabbitMQ.
+            # The outbox, by due time: jobs whose next message is not published yet.
             models.Index(
-                fields=["created_at"], name="job_outbox", condition=Q(published_at__isnull=True, status="queued")
+                fields=["due_at"], name="job_outbox",
+                condition=Q(published_at__isnull=True, status__in=["queued", "retrying"]),
             ),
+            # The reconciler: per queue, jobs whose message was published and has not started them yet...
+            models.Index(
+                fields=["queue", "published_at"], name="job_published_waiting",
+                condition=Q(published_at__isnull=False, status__in=["queued", "retrying"]),
+            ),
+            # ...and jobs marked running, oldest start first.
+            models.Index(fields=["started_at"], name="job_running", condition=Q(status="running")),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -112,8 +129,12 @@ class JobAttempt(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
     error = models.TextField(blank=True)
-    # Seconds the next attempt waits in RabbitMQ after this one failed transiently.
+    # Seconds the next attempt waits after this one failed transiently.
     retry_delay = models.FloatField(null=True, blank=True)
+    # What the attempt returned (JSON, at most CONVEYOR_JOB_RESULT_MAX_BYTES), or the traceback it
+    # ended with; written by the statement that ends the attempt.
+    result = models.JSONField(null=True, blank=True)
+    traceback = models.TextField(blank=True)
     # What the job logged during this attempt: [{"time", "level", "logger", "message"}], oldest first,
     # at most CONVEYOR_JOB_LOG_MAX_LINES (+1 marker line saying how many older ones were dropped).
     log = models.JSONField(default=list, blank=True)
@@ -139,3 +160,38 @@ class ApiToken(models.Model):
     @staticmethod
     def hash_of(token: str) -> str:
         return hashlib.sha256(token.encode()).hexdigest()
+
+
+class JobTally(models.Model):
+    """Counts PostgreSQL keeps as jobs change (the triggers of migration 0004), so /metrics and the dashboard
+    read a few hundred rows whatever the number of jobs: jobs by status now (`status:<status>`), jobs
+    submitted and finished, attempts by outcome, and the duration and start-latency histograms
+    (apps/jobs/tallies.py names them). Each PostgreSQL backend adds to its own shard, so workers never wait
+    on each other's counts; a reading sums the shards."""
+
+    kind = models.CharField(max_length=100)  # "" for counts of no kind (jobs reconciled)
+    name = models.CharField(max_length=40)
+    shard = models.SmallIntegerField()
+    value = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "name", "shard"], name="job_tally_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}[{self.shard}] = {self.value:g}"
+
+
+class JobTallyMinute(models.Model):
+    """The tallies that only grow, summed over kinds at the start of each minute by the lifeline
+    (apps/jobs/reconciler.py): the dashboard's last hour and day are differences between two of these, never a
+    count over the jobs."""
+
+    minute = models.DateTimeField()
+    name = models.CharField(max_length=40)
+    value = models.FloatField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["minute", "name"], name="job_tally_minute_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%H:%M} {self.name} = {self.value:g}"

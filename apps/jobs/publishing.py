@@ -1,28 +1,18 @@
-"""Job messages to RabbitMQ with many publisher confirms in flight: a batch waits once, not once per job."""
+"""Job messages to RabbitMQ: the one place a job's message is built, and publishing with many confirms in
+flight, so a batch waits once, not once per job. Only the outbox relay publishes jobs."""
 import logging
 import time
-import uuid
-from dataclasses import dataclass
 from types import TracebackType
 
 from django.conf import settings
 from kombu import Connection, Producer, Queue
 
+from apps.jobs.lifecycle import Dispatch
 from apps.jobs.registry import kind_get
 from config import broker
 from config.celery import app as celery_app
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class JobMessage:
-    """What a job's message carries: the worker loads everything else from the job's row."""
-
-    job_id: uuid.UUID
-    kind: str
-    queue: str
-    trace_id: str
 
 
 class JobPublisher:
@@ -41,8 +31,8 @@ class JobPublisher:
         # Job queues bound to the channel, declared on first use (kombu remembers which it declared).
         self._queues: dict[str, Queue] = {}
         self._next_tag = 1
-        self._unsettled: dict[int, uuid.UUID] = {}
-        self._confirmed: list[uuid.UUID] = []
+        self._unsettled: dict[int, Dispatch] = {}
+        self._confirmed: list[Dispatch] = []
 
     def __enter__(self) -> "JobPublisher":
         return self
@@ -50,22 +40,22 @@ class JobPublisher:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
-    def publish(self, messages: list[JobMessage]) -> list[uuid.UUID]:
-        """Publish `messages`; the ids of the jobs RabbitMQ confirmed.
+    def publish(self, messages: list[Dispatch]) -> list[Dispatch]:
+        """Publish `messages`; those RabbitMQ confirmed.
 
         A job missing from the answer was refused (its queue is full), or RabbitMQ could not be
         reached or gave no confirm within CONVEYOR_PUBLISH_CONFIRM_TIMEOUT_SECONDS; it stays in the
         outbox. Nothing is raised: the reason is logged, and after an error the next batch opens a
         new connection.
         """
-        confirmed: list[uuid.UUID] = []
+        confirmed: list[Dispatch] = []
         self._confirmed = confirmed
         if not messages:
             return confirmed
         try:
             producer = self._producer_get()
             for message in messages:
-                self._unsettled[self._next_tag] = message.job_id
+                self._unsettled[self._next_tag] = message
                 self._next_tag += 1
                 self._send(producer, message)
             deadline = time.monotonic() + settings.CONVEYOR_PUBLISH_CONFIRM_TIMEOUT_SECONDS
@@ -102,16 +92,17 @@ class JobPublisher:
             self._connection, self._producer, self._next_tag = connection, Producer(channel), 1
         return self._producer
 
-    def _send(self, producer: Producer, message: JobMessage) -> None:
-        """Celery's own message for the kind's task (protocol 2), without waiting for anything."""
+    def _send(self, producer: Producer, message: Dispatch) -> None:
+        """Celery's own message for the kind's task (protocol 2), without waiting for anything. It carries the
+        job's id and the dispatch's generation; the worker reads everything else from the job's row."""
         kind = kind_get(message.kind)
         job_id = str(message.job_id)
         queue = self._queues.get(message.queue)
         if queue is None:
             queue = self._queues[message.queue] = broker.job_queue(message.queue)(producer.channel)
         task_message = celery_app.amqp.create_task_message(
-            job_id, kind.task.name, (), {"job_id": job_id},
-            time_limit=kind.time_limit, soft_time_limit=kind.soft_time_limit, ignore_result=kind.task.ignore_result,
+            job_id, kind.task.name, (), {"job_id": job_id, "generation": message.generation},
+            time_limit=kind.time_limit, soft_time_limit=kind.soft_time_limit, ignore_result=True,
         )
         celery_app.amqp.send_task_message(
             producer, kind.task.name, task_message, queue=queue, headers={"trace_id": message.trace_id}, retry=False,
@@ -120,6 +111,6 @@ class JobPublisher:
     def _settle(self, tag: int, multiple: bool, *, confirmed: bool) -> None:
         tags = [settled for settled in self._unsettled if settled <= tag] if multiple else [tag]
         for settled in tags:
-            job_id = self._unsettled.pop(settled, None)
-            if confirmed and job_id is not None:
-                self._confirmed.append(job_id)
+            message = self._unsettled.pop(settled, None)
+            if confirmed and message is not None:
+                self._confirmed.append(message)

@@ -1,4 +1,6 @@
 """The job kinds registry: what each kind runs, how its input is validated, where and how it retries."""
+import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +20,14 @@ class RetryPolicy:
     backoff_base: float = 1.0
     backoff_cap: float = 600.0
 
+    def backoff(self, *, retries: int, retry_after: float | None = None) -> float:
+        """Seconds before retry number `retries` + 1: uniform in [0, min(cap, base * 2**retries)], to the
+        millisecond (full jitter). A `retry_after` longer than that wins, up to the cap."""
+        delay = round(random.uniform(0, min(self.backoff_cap, self.backoff_base * (2**retries))), 3)
+        if retry_after is not None and retry_after > delay:
+            delay = float(min(self.backoff_cap, math.ceil(retry_after)))
+        return delay
+
 
 @dataclass(frozen=True)
 class JobKind:
@@ -33,9 +43,14 @@ class JobKind:
     time_limit: int | None = None
     # An interruptible kind checks for cancellation each time it reports progress.
     interruptible: bool = False
-    # Turns the valid form into the job's JSON params. The default keeps the cleaned data and
-    # drops uploaded files; a kind that takes a file stores it here and keeps its storage name.
+    # Turns the valid form into the job's JSON params, without side effects. The default keeps the cleaned
+    # data and drops uploaded files; a kind that takes a file keeps what identifies it (its content's hash).
     params_from_form: Callable[[forms.Form], dict] | None = None
+    # Stores the files of a new job (given the job, not saved yet, and its valid form): called by job_submit
+    # only once the job is known to be new, so a repeated submission stores nothing.
+    files_save: Callable[[Any, forms.Form], None] | None = None
+    # The storage names of the files a job owns, deleted with it when retention prunes it.
+    files: Callable[[Any], list[str]] | None = None
     # The form is built with `user=` (the submitter, or None) so it offers and accepts only what
     # that user may use, e.g. their own webhook endpoints.
     form_takes_user: bool = False

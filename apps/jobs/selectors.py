@@ -1,18 +1,16 @@
-"""Reads of jobs: what a user may see, search, a job's execution record and timeline, API token owners."""
+"""Reads of jobs: what a user may see, search, a job's attempts and timeline, the outbox, API token owners."""
 import copy
 import json
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Q, QuerySet, TextField
-from django.db.models.functions import Cast, Trunc
-from django_celery_results.models import TaskResult
+from django.db.models import Q, QuerySet, TextField
+from django.db.models.functions import Cast
 
-from apps.jobs.models import ApiToken, Job
+from apps.jobs.models import ApiToken, Job, JobAttempt
 
 
 def jobs_visible_to(*, user: AbstractBaseUser) -> QuerySet[Job]:
@@ -50,9 +48,14 @@ def jobs_page(*, jobs: QuerySet[Job], number: int, size: int) -> JobsPage:
     return JobsPage(jobs=rows[:size], number=number, has_next=len(rows) > size)
 
 
-def job_task_result(*, job: Job) -> TaskResult | None:
-    """The Celery execution record of the job's latest attempt (result value and traceback)."""
-    return TaskResult.objects.filter(task_id=str(job.id)).first()
+def job_attempts(*, job: Job) -> list[JobAttempt]:
+    """The job's attempts, oldest first: each one's outcome, result, error, traceback and log."""
+    return list(job.attempt_set.order_by("number"))
+
+
+def jobs_outbox_count() -> int:
+    """Jobs due for a message that is not published yet (the outbox's partial index counts them)."""
+    return Job.objects.filter(status__in=Job.WAITING, published_at__isnull=True).count()
 
 
 # Bearer tokens this process checked lately: key hash -> (good until, on the monotonic clock; user).
@@ -116,7 +119,8 @@ def job_timeline(*, job: Job) -> list[dict]:
     """What happened to the job, oldest first: submitted, published, each attempt, finished."""
     events = [{"at": job.created_at, "event": "submitted", "detail": f"by {job.submitted_by or 'the system'}"}]
     if job.published_at:
-        events.append({"at": job.published_at, "event": "published", "detail": f"to queue {job.queue}"})
+        events.append({"at": job.published_at, "event": "published",
+                       "detail": f"to queue {job.queue} (dispatch {job.generation})"})
     for attempt in job.attempt_set.all():
         events.append(
             {"at": attempt.started_at, "event": f"attempt {attempt.number} started", "detail": f"on {attempt.worker}"}
@@ -130,27 +134,6 @@ def job_timeline(*, job: Job) -> list[dict]:
             )
     events.sort(key=lambda event: event["at"])
     if job.finished_at:
-        # Last, whatever the clock says: the attempt's own row is written a moment after the job's.
+        # Last, whatever the clocks of the hosts that wrote the other rows say.
         events.append({"at": job.finished_at, "event": f"finished: {job.status}", "detail": job.error})
     return events
-
-
-def jobs_status_counts(*, since: datetime) -> dict[str, int]:
-    """Jobs submitted since `since`, by their status now."""
-    rows = Job.objects.filter(created_at__gte=since).values_list("status").annotate(count=Count("id"))
-    return dict(rows)
-
-
-def jobs_finished_per_minute(*, since: datetime) -> list[dict]:
-    """Jobs that finished succeeded or failed since `since`, per minute: [{"minute", "succeeded", "failed"}]."""
-    rows = (
-        Job.objects.filter(finished_at__gte=since, status__in=[Job.Status.SUCCEEDED, Job.Status.FAILED])
-        .annotate(minute=Trunc("finished_at", "minute"))
-        .values("minute")
-        .annotate(
-            succeeded=Count("id", filter=Q(status=Job.Status.SUCCEEDED)),
-            failed=Count("id", filter=Q(status=Job.Status.FAILED)),
-        )
-        .order_by("minute")
-    )
-    return list(rows)

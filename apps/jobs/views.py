@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 from apps.jobs import selectors, services
 from apps.jobs.errors import ActionNotAllowed, IdempotencyKeyReused, JobParamsInvalid, UnknownKind
 from apps.jobs.models import Job
-from apps.jobs.presenters import job_json
+from apps.jobs.presenters import attempt_rows, job_json, json_pretty
 from apps.jobs.registry import JobKind, kind_get, kinds_all
 
 
@@ -73,8 +73,13 @@ def job_new(request: HttpRequest, kind: str) -> HttpResponse:
 @login_required
 def job_detail(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     job = _job_or_404(request, job_id)
-    data = job_json(job=job, task_result=selectors.job_task_result(job=job), detail=True)
-    return render(request, "jobs/detail.html", {"job": job, "data": data, "kind": kind_get(job.kind)})
+    attempts = selectors.job_attempts(job=job)
+    data = job_json(job=job, attempts=attempts)
+    context = {
+        "job": job, "data": data, "kind": kind_get(job.kind), "attempts": attempt_rows(job=job, attempts=attempts),
+        "params": json_pretty(job.params), "result": json_pretty(data["result"]) if data["result"] is not None else "",
+    }
+    return render(request, "jobs/detail.html", context)
 
 
 @login_required

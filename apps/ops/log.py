@@ -5,14 +5,9 @@ Settings' LOGGING puts `LogContextFilter` on every handler, so each record carri
 """
 import json
 import logging
-from contextvars import ContextVar
 from datetime import UTC, datetime
 
-# The id of the web request being handled, or of the request that submitted the running job;
-# jobs submitted meanwhile carry it too. Empty outside both.
-trace_id_var: ContextVar[str] = ContextVar("trace_id", default="")
-# The job a worker is running, or empty.
-job_id_var: ContextVar[str] = ContextVar("job_id", default="")
+from apps.jobs.context import job_id_var, trace_id_var
 
 
 class LogContextFilter(logging.Filter):

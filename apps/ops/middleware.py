@@ -13,7 +13,7 @@ from django.core.signals import request_finished
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 
-from apps.ops.log import trace_id_var
+from apps.jobs.context import trace_id_var
 
 # The access log: gunicorn's own would have neither the request id nor the JSON format.
 access_logger = logging.getLogger("conveyor.access")

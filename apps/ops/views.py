@@ -6,7 +6,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from apps.ops.selectors import broker_status, database_status, metrics_families
+from apps.jobs.probes import broker_status
+from apps.ops.selectors import database_status, metrics_families
 
 
 @require_GET

@@ -1,24 +1,26 @@
 """Valid input of `reports.csv_summary`: a UTF-8 CSV upload and two of its columns (form and API)."""
 import codecs
 import csv
+import hashlib
 import io
 
 from django import forms
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 
-from apps.reports.services import report_upload_store
-
 # Bytes read at a time while checking an upload is UTF-8; the header must fit in the first one.
 CHECK_CHUNK_BYTES = 64 * 1024
 
 
-def _header_of(upload: UploadedFile) -> list[str]:
-    """The upload's header row, after checking the whole file is UTF-8 text; ValidationError if not."""
+def _header_of(upload: UploadedFile) -> tuple[list[str], str]:
+    """The upload's header row and the SHA-256 of its bytes, after checking the whole file is UTF-8 text;
+    ValidationError if not."""
     decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    digest = hashlib.sha256()
     upload.seek(0)
     head, offset, line = "", 0, 1
     while chunk := upload.read(CHECK_CHUNK_BYTES):
+        digest.update(chunk)
         if b"\x00" in chunk:
             raise forms.ValidationError("This is not a CSV file: it contains binary data. Upload a CSV text file.")
         try:
@@ -50,7 +52,7 @@ def _header_of(upload: UploadedFile) -> list[str]:
             "This does not look like a CSV file: the first line must name at least two columns, "
             "separated by commas, and data rows must follow."
         )
-    return header
+    return header, digest.hexdigest()
 
 
 class CsvSummaryForm(forms.Form):
@@ -66,7 +68,7 @@ class CsvSummaryForm(forms.Form):
                 f"The file is {upload.size:,} bytes; the limit is {limit:,} bytes. Split it or ask an operator "
                 "to raise CONVEYOR_REPORT_MAX_UPLOAD_BYTES."
             )
-        self.header = _header_of(upload)
+        self.header, self.sha256 = _header_of(upload)
         return upload
 
     def clean(self) -> dict:
@@ -84,11 +86,12 @@ class CsvSummaryForm(forms.Form):
 
 
 def csv_summary_params_from_form(form: CsvSummaryForm) -> dict:
-    """Store the upload; the job keeps its storage name, never its bytes."""
+    """What identifies the upload (its name and the hash of its bytes), never its bytes; nothing is stored here,
+    so the same file submitted again with the same idempotency key gives the same params."""
     data = form.cleaned_data
     return {
-        "upload": report_upload_store(upload=data["file"]),
         "filename": data["file"].name,
+        "sha256": form.sha256,
         "group_by": data["group_by"],
         "value_column": data["value_column"],
     }

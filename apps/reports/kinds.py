@@ -2,8 +2,8 @@
 from celery import shared_task
 from django.conf import settings
 
+from apps.jobs.executor import JobRun, JobTask
 from apps.jobs.registry import JobKind, kind_register
-from apps.jobs.tasks import JobRun, JobTask
 from apps.reports import forms, services
 
 
@@ -11,7 +11,6 @@ from apps.reports import forms, services
 def csv_summary_task(run: JobRun) -> dict:
     return services.report_csv_summarize(
         job_id=run.job.id,
-        upload=run.params["upload"],
         group_by=run.params["group_by"],
         value_column=run.params["value_column"],
         progress=run.progress,
@@ -30,6 +29,8 @@ kind_register(
         soft_time_limit=settings.CONVEYOR_REPORT_TIME_LIMIT,
         time_limit=settings.CONVEYOR_REPORT_TIME_LIMIT + 30,
         params_from_form=forms.csv_summary_params_from_form,
+        files_save=services.report_upload_store,
+        files=services.report_files,
         detail_template="reports/job_detail.html",
     )
 )

@@ -9,6 +9,11 @@ from apps.jobs.selectors import jobs_visible_to
 KIND = "reports.csv_summary"
 
 
+def report_upload_name(*, job_id: uuid.UUID | str) -> str:
+    """The storage name of a report job's uploaded CSV."""
+    return f"reports/uploads/{job_id}.csv"
+
+
 def report_result_name(*, job_id: uuid.UUID | str) -> str:
     """The storage name of a report job's result CSV."""
     return f"reports/results/{job_id}.csv"

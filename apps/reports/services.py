@@ -1,4 +1,5 @@
-"""Writes for reports: store an upload, and summarise a CSV per group while streaming through it."""
+"""Writes for reports: store a new job's upload, summarise a CSV per group while streaming through it, and name the
+files a report job owns."""
 import csv
 import io
 import tempfile
@@ -10,16 +11,27 @@ from decimal import Decimal, InvalidOperation
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.core.files.uploadedfile import UploadedFile
+from django.forms import Form
 from django.urls import reverse
 
 from apps.jobs.errors import PermanentJobError
-from apps.reports.selectors import report_result_name
+from apps.jobs.models import Job
+from apps.reports.selectors import report_result_name, report_upload_name
 
 
-def report_upload_store(*, upload: UploadedFile) -> str:
-    """Save the upload with Django's storage; its storage name, which the job's params keep."""
-    return default_storage.save(f"reports/uploads/{uuid.uuid4().hex}.csv", upload)
+def report_upload_store(job: Job, form: Form) -> None:
+    """Save a new report job's upload with Django's storage, under a name its job id gives
+    (JobKind.files_save: called only once the job is known to be new)."""
+    upload = form.cleaned_data["file"]
+    upload.seek(0)
+    name = report_upload_name(job_id=job.id)
+    default_storage.delete(name)  # never a second copy under a suffixed name
+    default_storage.save(name, upload)
+
+
+def report_files(job: Job) -> list[str]:
+    """The files a report job owns: its upload and its result (JobKind.files, for retention)."""
+    return [report_upload_name(job_id=job.id), report_result_name(job_id=job.id)]
 
 
 class _CountingReader(io.RawIOBase):
@@ -56,7 +68,7 @@ def _number(value: str, *, line: int, column: str) -> Decimal:
 
 
 def report_csv_summarize(
-    *, job_id: uuid.UUID, upload: str, group_by: str, value_column: str, progress: Callable[[float, str], None]
+    *, job_id: uuid.UUID, group_by: str, value_column: str, progress: Callable[[float, str], None]
 ) -> dict:
     """Per group of `group_by`: count, sum, mean, min and max of `value_column`, written as a CSV.
 
@@ -64,6 +76,9 @@ def report_csv_summarize(
     groups, never with the file. The result is saved only when the whole file was read: a bad line
     fails the job with nothing stored.
     """
+    upload = report_upload_name(job_id=job_id)
+    if not default_storage.exists(upload):
+        raise PermanentJobError("The uploaded file is gone (deleted from storage); submit the report again.")
     size = default_storage.size(upload)
     groups: dict[str, list] = {}
     rows = 0

@@ -2,8 +2,8 @@
 from celery import shared_task
 from django.conf import settings
 
+from apps.jobs.executor import JobRun, JobTask
 from apps.jobs.registry import JobKind, RetryPolicy, kind_register
-from apps.jobs.tasks import JobRun, JobTask
 from apps.webhooks import forms, selectors, services
 
 

@@ -1,4 +1,5 @@
 """Settings shared by every environment; every value is read from the environment through `env`."""
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -151,9 +152,10 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_RESULT_ACCEPT_CONTENT = ["json"]
-# django-celery-results' TaskResult table (the admin and the job pages read it), each result
-# written in one INSERT ... ON CONFLICT rather than a read then a write: apps/jobs/results.py.
-CELERY_RESULT_BACKEND = "apps.jobs.results.JobResultBackend"
+# Celery's own tasks (celery.backend_cleanup, and any plain Celery task of yours) keep their results in
+# django-celery-results' TaskResult table, shown in the admin. Jobs do not: a job's outcome is its own rows
+# (apps/jobs/models.py), which nothing Celery cleans up can take away.
+CELERY_RESULT_BACKEND = "django-db"
 # Store task name, args, worker and queue with each result so the admin can show them.
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html#result-extended
 CELERY_RESULT_EXTENDED = True
@@ -165,9 +167,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # A failed task's message is rejected rather than acknowledged, so RabbitMQ dead-letters it.
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html#task-acks-on-failure
 CELERY_TASK_ACKS_ON_FAILURE = False
-# A task killed at its hard time limit is acknowledged (False would requeue it to run over and
-# over); the job class fails the job at the soft limit before that.
-CELERY_TASK_ACKS_ON_TIMEOUT = True
+# A job killed at its hard time limit (it ignored the soft one) is requeued like one whose worker died: the
+# next delivery records the attempt lost, and after CONVEYOR_DELIVERY_LIMIT such attempts the job fails.
+CELERY_TASK_ACKS_ON_TIMEOUT = False
 # One message per worker process: a long job never holds others back in a prefetch buffer.
 # https://docs.celeryq.dev/en/stable/userguide/optimizing.html#prefetch-limits
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -196,7 +198,18 @@ CELERY_WORKER_MAX_MEMORY_PER_CHILD = env.int("CONVEYOR_WORKER_MAX_MEMORY_PER_CHI
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 
-# --- Outbox relay ----------------------------------------------------------
+# --- Outcomes and retention ------------------------------------------------
+# Days a finished job (succeeded, failed or cancelled) is kept with its attempts, results, logs and files;
+# the lifeline prunes older ones. Celery's daily celery.backend_cleanup (installed by beat's scheduler)
+# expires Celery's own TaskResult rows after the same time.
+CONVEYOR_JOB_RETENTION_DAYS = env.int("CONVEYOR_JOB_RETENTION_DAYS", default=30)
+CELERY_RESULT_EXPIRES = timedelta(days=CONVEYOR_JOB_RETENTION_DAYS)
+# Finished jobs deleted per lifeline pass; each is a few rows and its kind's files.
+CONVEYOR_RETENTION_BATCH_SIZE = env.int("CONVEYOR_RETENTION_BATCH_SIZE", default=1000)
+# Largest result a job may return, in bytes of JSON; a larger one fails the job with a message saying so.
+CONVEYOR_JOB_RESULT_MAX_BYTES = env.int("CONVEYOR_JOB_RESULT_MAX_BYTES", default=64 * 1024)
+
+# --- Outbox relay and lifeline ---------------------------------------------
 # The relay publishes a job as soon as PostgreSQL tells it one was committed (LISTEN/NOTIFY); it
 # also makes a pass this often, for jobs RabbitMQ refused (a full queue) or could not take (down).
 CONVEYOR_RELAY_INTERVAL_SECONDS = env.float("CONVEYOR_RELAY_INTERVAL_SECONDS", default=1.0)
@@ -206,6 +219,17 @@ CONVEYOR_RELAY_BATCH_SIZE = env.int("CONVEYOR_RELAY_BATCH_SIZE", default=500)
 # Seconds the relay (and a re-drive) waits for RabbitMQ to confirm a batch; what is not confirmed
 # by then stays in the outbox for the next pass.
 CONVEYOR_PUBLISH_CONFIRM_TIMEOUT_SECONDS = env.float("CONVEYOR_PUBLISH_CONFIRM_TIMEOUT_SECONDS", default=10.0)
+# The lifeline (apps/jobs/reconciler.py, a thread of each relay process) runs a pass this often: it finds
+# jobs whose message RabbitMQ no longer holds, and prunes jobs past their retention.
+CONVEYOR_RECONCILE_INTERVAL_SECONDS = env.float("CONVEYOR_RECONCILE_INTERVAL_SECONDS", default=60.0)
+# A waiting job published this long ago that never started, in a queue holding fewer messages than such jobs,
+# or a running job this long past its hard time limit with no live attempt, is dispatched again.
+CONVEYOR_RECONCILE_AFTER_SECONDS = env.float("CONVEYOR_RECONCILE_AFTER_SECONDS", default=300.0)
+# Most jobs one pass dispatches again.
+CONVEYOR_RECONCILE_BATCH_SIZE = env.int("CONVEYOR_RECONCILE_BATCH_SIZE", default=1000)
+# Seconds before a job is dispatched again when its message came while an earlier attempt still held it
+# (cancelled by an operator, not stopped yet, then retried).
+CONVEYOR_JOB_BUSY_RETRY_SECONDS = env.float("CONVEYOR_JOB_BUSY_RETRY_SECONDS", default=2.0)
 
 # --- Pages and API ---------------------------------------------------------
 CONVEYOR_PAGE_SIZE = env.int("CONVEYOR_PAGE_SIZE", default=25)
@@ -236,8 +260,13 @@ CONVEYOR_METRICS_TOKEN = env("CONVEYOR_METRICS_TOKEN", default="")
 # them saves a connect per task. It counts tasks per connection before a recycle.
 # https://github.com/celery/celery/blob/main/celery/fixups/django.py
 CELERY_DB_REUSE_MAX = env.int("CONVEYOR_WORKER_DB_REUSE_MAX", default=1000)
-# When a worker cannot reach PostgreSQL, a job's message goes back to RabbitMQ for this long.
-CONVEYOR_WORKER_DB_RETRY_SECONDS = env.int("CONVEYOR_WORKER_DB_RETRY_SECONDS", default=5)
+# While PostgreSQL is unreachable, a worker waits for it this long, holding the job's message, to start or to
+# record an attempt; then the message goes back to RabbitMQ to run later. Never dead-lettered for it.
+CONVEYOR_WORKER_DB_WAIT_SECONDS = env.float("CONVEYOR_WORKER_DB_WAIT_SECONDS", default=120.0)
+# When PostgreSQL went away under a job's own code, seconds before its next attempt (no retry is spent).
+CONVEYOR_WORKER_DB_RETRY_SECONDS = env.float("CONVEYOR_WORKER_DB_RETRY_SECONDS", default=5.0)
+# While PostgreSQL is unreachable, an API request waits for it this long, then answers 503.
+CONVEYOR_WEB_DB_WAIT_SECONDS = env.float("CONVEYOR_WEB_DB_WAIT_SECONDS", default=10.0)
 
 # --- Webhooks (apps.webhooks) ----------------------------------------------
 # Seconds a delivery waits to connect to an endpoint, then for its answer.

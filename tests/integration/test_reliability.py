@@ -6,10 +6,11 @@ from itertools import pairwise
 
 from django.core.management import call_command
 from django.db import transaction
-from django_celery_results.models import TaskResult
 
 from apps.jobs import services
+from apps.jobs.lifecycle import Dispatch
 from apps.jobs.models import Job, JobAttempt
+from apps.jobs.publishing import JobPublisher
 from tests.integration.conftest import dead_letter_ids, wait_until
 
 
@@ -40,7 +41,7 @@ def test_flaky_job_succeeds_on_attempt_3_with_gaps_inside_the_backoff_bounds(wor
         gap = (next_attempt.started_at - failed.finished_at).total_seconds()
         # RabbitMQ holds the message for the whole delay; delivery adds a little on top.
         assert failed.retry_delay - 0.05 <= gap <= failed.retry_delay + 2.0, (retries, failed.retry_delay, gap)
-    assert TaskResult.objects.get(task_id=str(job.id)).status == "SUCCESS"
+    assert attempts[-1].result == {"attempt": 3}
 
 
 def test_always_transient_job_fails_after_max_retries_and_is_dead_lettered(worker):
@@ -49,7 +50,7 @@ def test_always_transient_job_fails_after_max_retries_and_is_dead_lettered(worke
     assert job.attempts == 3  # the first run and max_retries=2 retries
     assert job.error.startswith("Gave up after 3 attempts. Last error: TransientJobError")
     assert wait_until(lambda: str(job.id) in dead_letter_ids(), timeout=10, what="the dead letter")
-    assert TaskResult.objects.get(task_id=str(job.id)).status == "FAILURE"
+    assert "TransientJobError: Still unavailable on attempt 3." in job.attempt_set.get(number=3).traceback
 
 
 def test_permanent_error_fails_at_once_with_its_message_and_is_dead_lettered(worker):
@@ -58,7 +59,7 @@ def test_permanent_error_fails_at_once_with_its_message_and_is_dead_lettered(wor
     assert job.attempts == 1
     assert job.error == "PermanentJobError: The invoice does not exist."
     assert wait_until(lambda: str(job.id) in dead_letter_ids(), timeout=10, what="the dead letter")
-    assert "PermanentJobError" in TaskResult.objects.get(task_id=str(job.id)).traceback
+    assert "PermanentJobError" in job.attempt_set.get().traceback
 
 
 def test_redrive_moves_a_dead_letter_back_and_the_job_runs_again(worker):
@@ -78,13 +79,15 @@ def test_a_duplicate_message_of_a_finished_job_is_not_run_again(start_worker):
     job = submit("diagnostics.noop")
     wait_for_status(job, Job.Status.SUCCEEDED)
 
-    assert services.job_publish(job=job)  # e.g. the relay re-published a job whose confirm was lost
+    # e.g. the relay published its dispatch twice because a confirm was lost
+    with JobPublisher() as publisher:
+        assert publisher.publish([Dispatch(job.id, job.kind, job.queue, job.trace_id, job.generation)])
     later = submit("diagnostics.noop")
     wait_for_status(later, Job.Status.SUCCEEDED)
 
     job.refresh_from_db()
     assert job.attempts == 1
-    assert TaskResult.objects.get(task_id=str(job.id)).status == "SUCCESS"
+    assert job.attempt_set.get().result == {}
 
 
 def test_a_worker_that_cannot_reach_postgresql_sends_the_job_back_to_run_later(start_worker):

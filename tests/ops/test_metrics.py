@@ -22,21 +22,26 @@ def _samples(text: str) -> dict[tuple[str, tuple], float]:
     }
 
 
+def _attempt(job: Job, number: int, started, seconds: float, outcome: str, status: str) -> None:
+    """An attempt of `job` as a worker writes it: started (the job running), then ended `seconds` later."""
+    Job.objects.filter(id=job.id).update(status="running", attempts=number, started_at=started)
+    attempt = JobAttempt.objects.create(job=job, number=number, started_at=started)
+    JobAttempt.objects.filter(id=attempt.id).update(outcome=outcome, finished_at=started + timedelta(seconds=seconds))
+    Job.objects.filter(id=job.id).update(status=status)
+
+
 def _given_jobs_with_history() -> None:
     with celery_app.connection_for_write() as connection:
         topology_declare(connection)
     created = timezone.now() - timedelta(minutes=5)
-    ok = Job.objects.create(kind="diagnostics.flaky", queue="default", status="succeeded", published_at=created)
-    dead = Job.objects.create(kind="diagnostics.flaky", queue="default", status="failed", published_at=created)
-    Job.objects.create(kind="diagnostics.noop", queue="default")  # recorded, never published: the outbox
+    ok = Job.objects.create(kind="diagnostics.flaky", queue="default", created_at=created, published_at=created)
+    dead = Job.objects.create(kind="diagnostics.flaky", queue="default", created_at=created, published_at=created)
+    Job.objects.create(kind="diagnostics.noop", queue="default", due_at=created)  # never published: the outbox
     Job.objects.filter(id__in=[ok.id, dead.id]).update(created_at=created)
     start = created + timedelta(seconds=0.2)  # 0.2 s from submission to the first start
-    JobAttempt.objects.create(job=ok, number=1, started_at=start, finished_at=start + timedelta(seconds=0.5),
-                              outcome="retrying")
-    JobAttempt.objects.create(job=ok, number=2, started_at=start + timedelta(seconds=2),
-                              finished_at=start + timedelta(seconds=5), outcome="succeeded")
-    JobAttempt.objects.create(job=dead, number=1, started_at=start, finished_at=start + timedelta(seconds=1),
-                              outcome="failed")
+    _attempt(ok, 1, start, 0.5, "retrying", "retrying")
+    _attempt(ok, 2, start + timedelta(seconds=2), 3, "succeeded", "succeeded")
+    _attempt(dead, 1, start, 1, "failed", "failed")
 
 
 @override_settings(CONVEYOR_METRICS_TOKEN=TOKEN)

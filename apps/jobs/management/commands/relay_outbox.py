@@ -1,17 +1,21 @@
-"""Run the outbox relay: it publishes every recorded job to RabbitMQ (apps/jobs/relay.py)."""
+"""Run the outbox relay (apps/jobs/relay.py), the one publisher of job messages, with the lifeline
+(apps/jobs/reconciler.py) in a thread beside it."""
 import importlib
 
 from django.core.management.base import BaseCommand
 
 from apps.jobs.publishing import JobPublisher
-from apps.jobs.relay import outbox_relay, outbox_relay_run
+from apps.jobs.reconciler import lifeline_pass, lifeline_thread_start
+from apps.jobs.relay import outbox_relay, outbox_relay_run, relay_leadership_take
 
 
 class Command(BaseCommand):
-    help = "Publish recorded jobs to RabbitMQ, woken by PostgreSQL whenever one is committed."
+    help = ("Publish jobs due in the outbox to RabbitMQ, woken by PostgreSQL whenever one is committed; "
+            "and find jobs whose message is lost, and prune old ones, every CONVEYOR_RECONCILE_INTERVAL_SECONDS.")
 
     def add_arguments(self, parser):
-        parser.add_argument("--once", action="store_true", help="One pass, then exit.")
+        parser.add_argument("--once", action="store_true",
+                            help="One relay pass and one lifeline pass, then exit (unless another relay publishes).")
         parser.add_argument(
             "--include", action="append", default=[], metavar="MODULE",
             help="Import MODULE, which registers more job kinds (as `celery worker --include` does); "
@@ -22,8 +26,14 @@ class Command(BaseCommand):
         for module in include:
             importlib.import_module(module)
         if once:
+            if not relay_leadership_take():
+                self.stdout.write("Another relay is publishing the outbox; nothing done.")
+                return
             with JobPublisher() as publisher:
                 done = outbox_relay(publisher=publisher)
-            self.stdout.write(f"Published {done.published} of the {done.found} job(s) found in the outbox.")
+            lifeline = lifeline_pass()
+            self.stdout.write(f"Published {done.published} of the {done.found} job(s) due in the outbox; "
+                              f"dispatched {lifeline.redispatched} job(s) again and pruned {lifeline.pruned}.")
             return
+        lifeline_thread_start()
         outbox_relay_run()

@@ -1,0 +1,90 @@
+"""What RabbitMQ and Celery say now, asked with a short timeout: is the broker reachable, how many messages
+each queue holds, which workers are online. For readiness, the dashboard, /metrics and the reconciler."""
+from dataclasses import dataclass
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import requests
+from django.conf import settings
+
+from config import broker
+from config.celery import app as celery_app
+
+# A probe must answer quickly even when a dependency hangs.
+PROBE_TIMEOUT_SECONDS = 2
+
+
+def broker_status() -> str:
+    """'ok', or why RabbitMQ did not answer."""
+    try:
+        with celery_app.connection_for_read(connect_timeout=PROBE_TIMEOUT_SECONDS) as conn:
+            conn.connect()
+    except Exception as exc:  # any failure is the answer, not an error of the probe
+        return f"unavailable: {exc.__class__.__name__}: {exc}".strip()
+    return "ok"
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    queue: str  # the job queue's name in Conveyor (`default`), or `dead`
+    name: str  # its name in RabbitMQ (prefixed)
+    ready: int | None
+    # Delivered to a worker and not acknowledged yet; only RabbitMQ's management API knows it.
+    unacked: int | None
+    consumers: int | None
+
+
+def queues_depth(*, names: list[str] | None = None) -> list[QueueDepth]:
+    """Job queues `names` (default: every configured queue and the dead queue) as RabbitMQ counts them now;
+    None where it did not say.
+
+    From the management API (CONVEYOR_BROKER_API) when set, else from a passive declare over AMQP, which
+    knows only ready messages and consumers.
+    """
+    names = names if names is not None else [*settings.CONVEYOR_QUEUES, "dead"]
+    unknown = [QueueDepth(name, broker.queue_name(name), None, None, None) for name in names]
+    if settings.CONVEYOR_BROKER_API:
+        try:
+            return [_queue_depth_from_api(name) for name in names]
+        except (requests.RequestException, ValueError, KeyError):
+            pass  # the management API is optional: fall back to AMQP
+    depths = []
+    try:
+        with celery_app.connection_for_read(connect_timeout=PROBE_TIMEOUT_SECONDS) as connection:
+            channel = connection.default_channel
+            for name in names:
+                try:
+                    _, ready, consumers = channel.queue_declare(queue=broker.queue_name(name), passive=True)
+                except Exception:  # not declared yet: a passive declare closes the channel
+                    channel = connection.channel()
+                    depths.append(QueueDepth(name, broker.queue_name(name), None, None, None))
+                else:
+                    depths.append(QueueDepth(name, broker.queue_name(name), ready, None, consumers))
+    except Exception:  # the broker is down: every number is unknown
+        return unknown
+    return depths
+
+
+def _queue_depth_from_api(name: str) -> QueueDepth:
+    url = urlsplit(settings.CONVEYOR_BROKER_API)
+    vhost = quote(urlsplit(settings.CELERY_BROKER_URL).path[1:] or "/", safe="")
+    base = urlunsplit((url.scheme, url.hostname + (f":{url.port}" if url.port else ""), url.path, "", ""))
+    response = requests.get(
+        f"{base.rstrip('/')}/queues/{vhost}/{quote(broker.queue_name(name), safe='')}",
+        auth=(unquote(url.username or ""), unquote(url.password or "")),
+        timeout=PROBE_TIMEOUT_SECONDS,
+    )
+    if response.status_code == 404:
+        return QueueDepth(name, broker.queue_name(name), None, None, None)
+    response.raise_for_status()
+    data = response.json()
+    return QueueDepth(name, broker.queue_name(name), data["messages_ready"], data["messages_unacknowledged"],
+                      data["consumers"])
+
+
+def workers_active() -> dict[str, list[dict]]:
+    """Workers that answered Celery's control API within the probe timeout, each with its running tasks."""
+    try:
+        answers = celery_app.control.inspect(timeout=PROBE_TIMEOUT_SECONDS / 2).active()
+    except Exception:  # the broker is down: no worker can answer
+        return {}
+    return dict(sorted((answers or {}).items()))
