@@ -1,8 +1,11 @@
-"""Fixtures shared by the whole suite: real services checked up front, API clients, users."""
+"""Fixtures shared by the whole suite: real services checked up front, users, signed-in and API clients; the
+processes of tests/processes.py."""
 import pytest
 from django.test import Client
 
 from apps.ops.services import ServiceUnavailable, service_answers, services_required
+
+pytest_plugins = ["tests.processes"]
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -39,3 +42,11 @@ def api_client(user) -> Client:
 
     token, _ = api_token_create(username=user.username)
     return Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+
+
+@pytest.fixture
+def signed_in(user) -> Client:
+    """A browser-like client with `user`'s session."""
+    client = Client()
+    client.force_login(user)
+    return client

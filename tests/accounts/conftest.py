@@ -1,5 +1,4 @@
 """A real SMTP server on loopback (aiosmtpd) that can answer DATA with scripted replies."""
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -8,7 +7,7 @@ from email.message import Message
 import pytest
 from aiosmtpd.controller import Controller
 
-from tests.integration.conftest import relay, start_worker  # noqa: F401  (the fixtures, for email_worker)
+from tests.processes import free_port
 
 
 @dataclass
@@ -25,15 +24,9 @@ class MailServer:
         return "250 2.0.0 Message accepted"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def mail_server() -> Iterator[MailServer]:
-    server = MailServer(port=_free_port())
+    server = MailServer(port=free_port())
     controller = Controller(server, hostname="127.0.0.1", port=server.port)
     controller.start()
     yield server
@@ -41,7 +34,7 @@ def mail_server() -> Iterator[MailServer]:
 
 
 @pytest.fixture
-def email_worker(start_worker, mail_server):  # noqa: F811
+def email_worker(start_worker, mail_server):
     # Retries at once or after a second, so a 451 is retried within the test.
     return start_worker(
         EMAIL_URL=f"smtp://127.0.0.1:{mail_server.port}",

@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from apps.jobs.models import Job
-from tests.integration.conftest import wait_until
+from tests.processes import job_finished, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -18,11 +18,6 @@ def signup(client: Client, email: str = "dana@example.com") -> Job:
     response = client.post("/accounts/signup/", {"email": email, "password": "a-long-unusual-passphrase-71"})
     assert response.status_code == 200 and "Check your email" in response.content.decode()
     return Job.objects.get(kind=KIND)
-
-
-def finished(job: Job) -> Job | None:
-    job.refresh_from_db()
-    return job if job.is_finished else None
 
 
 def test_signup_emails_a_link_that_activates_the_account_and_signs_in(email_worker, mail_server):
@@ -39,7 +34,7 @@ def test_signup_emails_a_link_that_activates_the_account_and_signs_in(email_work
     user.refresh_from_db()
     assert user.is_active
     assert client.get("/jobs/").status_code == 200  # signed in
-    assert wait_until(lambda: finished(job), timeout=10, what="the job").status == Job.Status.SUCCEEDED
+    assert wait_until(lambda: job_finished(job), timeout=10, what="the job").status == Job.Status.SUCCEEDED
     # the link works once only
     assert "used already" in client.get(urlsplit(link).path).content.decode()
 
@@ -47,7 +42,7 @@ def test_signup_emails_a_link_that_activates_the_account_and_signs_in(email_work
 def test_451_twice_then_accepted_is_sent_on_attempt_3(email_worker, mail_server):
     mail_server.replies[:] = ["451 4.3.0 Try again later", "451 4.3.0 Try again later"]
     job = signup(Client())
-    job = wait_until(lambda: finished(job), timeout=30, what="the email job")
+    job = wait_until(lambda: job_finished(job), timeout=30, what="the email job")
     assert job.status == Job.Status.SUCCEEDED and job.attempts == 3
     assert len(mail_server.received) == 1
     assert "451 4.3.0 Try again later" in job.attempt_set.get(number=1).error
@@ -56,6 +51,6 @@ def test_451_twice_then_accepted_is_sent_on_attempt_3(email_worker, mail_server)
 def test_550_fails_at_once_with_the_servers_reply(email_worker, mail_server):
     mail_server.replies[:] = ["550 5.1.1 No such mailbox here"]
     job = signup(Client())
-    job = wait_until(lambda: finished(job), timeout=30, what="the email job")
+    job = wait_until(lambda: job_finished(job), timeout=30, what="the email job")
     assert job.status == Job.Status.FAILED and job.attempts == 1
     assert job.error == "PermanentJobError: The mail server refused the message: 550 5.1.1 No such mailbox here"

@@ -1,6 +1,5 @@
 """Headless Chromium (Debian's package, driven by Playwright), a real Flower, and screenshots of each step."""
 import shutil
-import socket
 import sys
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -9,14 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.integration.conftest import (  # noqa: F401  (fixtures the browser tests share)
-    _start,
-    relay,
-    start_worker,
-    subprocess_env,
-    wait_until,
-    worker,
-)
+from tests.processes import free_port, process_start, subprocess_env, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
@@ -84,12 +76,6 @@ def sign_in(page: Page, live_server, operator) -> Callable[[], None]:
     return sign_in
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
@@ -101,12 +87,12 @@ def _answers(url: str) -> bool:
 @pytest.fixture
 def flower(tmp_path, settings) -> Iterator[str]:
     """A real Flower on a free port, with basic auth and a persistent state file; its URL."""
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "celery", "-A", "config", "flower", "--address=127.0.0.1", f"--port={port}",
         "--persistent=True", f"--db={tmp_path / 'flower.db'}",
     ]
-    process = _start("flower", command, subprocess_env(FLOWER_BASIC_AUTH=f"{FLOWER_USER}:{FLOWER_PASSWORD}"))
+    process = process_start("flower", command, subprocess_env(FLOWER_BASIC_AUTH=f"{FLOWER_USER}:{FLOWER_PASSWORD}"))
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _answers(f"{url}/healthcheck") or process.popen.poll() is not None, timeout=30,

@@ -7,7 +7,7 @@ from playwright.sync_api import Page, expect
 
 from apps.jobs.models import Job
 from apps.jobs.services import job_submit
-from tests.integration.conftest import wait_until
+from tests.processes import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -92,7 +92,7 @@ def test_operator_opens_the_task_in_flower_from_the_admin(page: Page, live_serve
 
 def test_dashboard_shows_the_chart_queues_and_workers(page: Page, live_server, sign_in, worker, screenshot):
     for _ in range(3):
-        job = _submitted("diagnostics.noop", {})
+        _submitted("diagnostics.noop", {})
     _submitted("diagnostics.fail", {"message": "on purpose"})
     wait_until(lambda: Job.objects.filter(status__in=["succeeded", "failed"]).count() == 4, timeout=30,
                what="the jobs to finish")
@@ -102,4 +102,3 @@ def test_dashboard_shows_the_chart_queues_and_workers(page: Page, live_server, s
     expect(page.locator("#workers")).to_contain_text(worker.name)
     assert page.locator("#throughput-chart rect").count() == 120
     screenshot("dashboard")
-    assert job

@@ -4,6 +4,8 @@ The test worker imports this module too (celery worker --include), so both sides
 """
 import os
 import signal
+import time
+from pathlib import Path
 
 from celery import shared_task
 from django import forms
@@ -58,3 +60,24 @@ def fail_first_task(run: JobRun) -> dict:
 
 # For the operator's retry: it fails for good once, then succeeds when retried.
 kind_register(JobKind("tests.fail_first", fail_first_task, EmptyForm, title="Fails first"))
+
+
+class GateForm(forms.Form):
+    path = forms.CharField(max_length=500)
+
+
+@shared_task(base=JobTask, name="tests.gate")
+def gate_task(run: JobRun) -> dict:
+    """Says it started (the file `<path>.started`), then runs until the test creates the file `path`."""
+    gate = Path(run.params["path"])
+    gate.with_suffix(".started").write_text(str(run.attempt))
+    deadline = time.monotonic() + 60
+    while not gate.exists():
+        if time.monotonic() > deadline:
+            raise PermanentJobError("The test never opened the gate.")
+        time.sleep(0.05)
+    return {"gate": "opened", "attempt": run.attempt}
+
+
+# For the moment an attempt ends: the test decides it, for instance while PostgreSQL is stopped.
+kind_register(JobKind("tests.gate", gate_task, GateForm, title="Gate"))

@@ -1,9 +1,12 @@
 """A job travels through the real RabbitMQ to a real worker and its result lands in PostgreSQL."""
+import pytest
 from django.db import transaction
 
 from apps.jobs.models import Job, JobAttempt
 from apps.jobs.services import job_submit
-from tests.integration.conftest import wait_until
+from tests.processes import wait_until
+
+pytestmark = pytest.mark.integration
 
 
 def test_noop_job_runs_on_a_real_worker_and_its_attempt_holds_the_result(worker):

@@ -1,18 +1,10 @@
 """A job's log lines and its submitting request's trace id travel to the worker and are kept with the job."""
 import pytest
-from django.test import Client
 
 from apps.jobs.models import Job
-from tests.integration.conftest import wait_until
+from tests.processes import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def signed_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def test_request_id_becomes_the_trace_id_on_the_job_and_every_worker_log_line_of_it(signed_in, worker):

@@ -3,13 +3,16 @@ import json
 import subprocess
 import time
 
+import pytest
 from django.db import transaction
 
 from apps.jobs import services
 from apps.jobs.models import Job
 from config import broker
 from config.celery import app as celery_app
-from tests.integration.conftest import wait_until
+from tests.processes import wait_until
+
+pytestmark = pytest.mark.integration
 
 
 def rabbitmqctl(*args: str) -> None:
@@ -74,10 +77,11 @@ def test_jobs_beyond_a_full_queue_wait_in_the_outbox_and_are_published_when_it_d
     # A quorum queue checks its limit just before it takes a message, so it may hold one over.
     assert capacity <= published <= capacity + 1
     # when more jobs are submitted while it is full
-    for _ in range(3):
-        submit_held()
-    time.sleep(2)  # several passes of the relay (every 0.5 s here), each refused
-    # then they wait in the outbox, recorded and not lost
+    late = [submit_held() for _ in range(3)]
+    # then the relay tries them again and again (each claim raises a job's generation), RabbitMQ refusing each,
+    # and they wait in the outbox, recorded and not lost
+    wait_until(lambda: all(job.generation >= 3 for job in Job.objects.filter(id__in=[j.id for j in late])),
+               timeout=30, what="the relay to try the late jobs three times")
     waiting = held.filter(published_at__isnull=True, status=Job.Status.QUEUED).count()
     assert waiting == 4 and held.count() == published + waiting
 

@@ -12,7 +12,9 @@ from apps.jobs.publishing import JobPublisher
 from apps.jobs.relay import outbox_relay
 from config import broker
 from config.celery import app as celery_app
-from tests.integration.conftest import queues_reset, relay_start, wait_until
+from tests.processes import queues_reset, relay_start, wait_until
+
+pytestmark = pytest.mark.integration
 
 
 def queued_job_ids(name: str) -> list[str]:

@@ -4,6 +4,7 @@ import os
 import signal
 from itertools import pairwise
 
+import pytest
 from django.core.management import call_command
 from django.db import transaction
 
@@ -11,7 +12,9 @@ from apps.jobs import services
 from apps.jobs.lifecycle import Dispatch
 from apps.jobs.models import Job, JobAttempt
 from apps.jobs.publishing import JobPublisher
-from tests.integration.conftest import dead_letter_ids, wait_until
+from tests.processes import dead_letter_ids, wait_until
+
+pytestmark = pytest.mark.integration
 
 
 def submit(kind: str, **params) -> Job:

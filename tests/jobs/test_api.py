@@ -1,13 +1,13 @@
 """The JSON API: submission, reads, lists, actions and every kind of bad input (no broker needed: a
 request only records the job, and the outbox relay, not running here, publishes it)."""
 import json
-import time
 import uuid
 
 import pytest
 from django.test import Client
 
 from apps.jobs.models import Job
+from tests.processes import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -212,8 +212,7 @@ def test_a_deactivated_users_token_is_refused_once_the_token_cache_time_has_pass
     user.save()
     # then it still works until the moment has passed, and is refused after
     assert api_client.get("/api/jobs/").status_code == 200
-    time.sleep(0.6)
-    assert api_client.get("/api/jobs/").status_code == 401
+    wait_until(lambda: api_client.get("/api/jobs/").status_code == 401, timeout=5, what="the token to be refused")
 
 
 def test_without_a_token_cache_a_deleted_token_is_refused_at_once(api_client, user, settings):

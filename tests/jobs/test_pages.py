@@ -1,19 +1,11 @@
 """The job pages in the test client: sign-in required, forms, the list and the job page."""
 import pytest
 from django.db import connection
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from apps.jobs.models import Job
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def signed_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def test_pages_require_sign_in(client):

@@ -4,7 +4,7 @@ from django.test import override_settings
 from apps.ops.selectors import queues_depth
 from config.broker import dead_queue, queue_name, topology_declare
 from config.celery import app as celery_app
-from tests.integration.conftest import wait_until
+from tests.processes import wait_until
 
 
 def _declared() -> list[str]:

@@ -9,13 +9,12 @@ from django.core.files.storage import default_storage
 
 from apps.jobs.models import Job
 from apps.reports.selectors import KIND, report_result_name
-from tests.integration.conftest import relay, start_worker  # noqa: F401  (the fixtures, for reports_worker)
 
 REGIONS = [f"region-{n:02d}" for n in range(20)]
 
 
 @pytest.fixture
-def reports_worker(start_worker):  # noqa: F811
+def reports_worker(start_worker):
     # One process, as in the Procfile; progress every 50 ms so a test sees it move.
     return start_worker(queues=("reports",), concurrency=1, CONVEYOR_REPORT_PROGRESS_SECONDS="0.05")
 

@@ -11,7 +11,7 @@ from django.test import Client
 
 from apps.jobs.models import Job
 from apps.reports.selectors import report_result_name
-from tests.integration.conftest import Process, wait_until
+from tests.processes import Process, wait_until
 from tests.reports.conftest import sales_csv
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("stored_reports_cleanup")]

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from apps.webhooks.models import WebhookEndpoint
-from tests.integration.conftest import relay, start_worker  # noqa: F401  (the fixtures, for webhook_worker)
 
 # Retries within a second or two; a silent endpoint times out in half a second.
 FAST = {
@@ -176,5 +175,5 @@ def endpoint_for(user):
 
 
 @pytest.fixture
-def webhook_worker(start_worker):  # noqa: F811
+def webhook_worker(start_worker):
     return start_worker(**FAST)

@@ -8,7 +8,7 @@ from django.test import Client
 
 from apps.jobs.models import Job, JobAttempt
 from apps.webhooks.models import WebhookAttempt
-from tests.integration.conftest import dead_letter_ids, wait_until
+from tests.processes import dead_letter_ids, job_finished, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -22,11 +22,6 @@ def deliver(api_client: Client, endpoint_id: int, **params) -> Job:
     return Job.objects.get(id=response.json()["id"])
 
 
-def finished(job: Job) -> Job | None:
-    job.refresh_from_db()
-    return job if job.is_finished else None
-
-
 def test_500_500_200_is_delivered_on_attempt_3_with_a_valid_signature_each_time(
     webhook_worker, receiver, endpoint_for, api_client, user
 ):
@@ -35,7 +30,7 @@ def test_500_500_200_is_delivered_on_attempt_3_with_a_valid_signature_each_time(
     endpoint = endpoint_for(receiver.url)
     # when an event is delivered
     job = deliver(api_client, endpoint.id, payload={"order": 42})
-    job = wait_until(lambda: finished(job), timeout=30, what="the delivery to finish")
+    job = wait_until(lambda: job_finished(job), timeout=30, what="the delivery to finish")
     # then it succeeds on attempt 3, every request signed with the endpoint's secret
     assert job.status == Job.Status.SUCCEEDED and job.attempts == 3
     assert [r.headers["Conveyor-Attempt"] for r in receiver.received] == ["1", "2", "3"]
@@ -61,7 +56,7 @@ def test_500_500_200_is_delivered_on_attempt_3_with_a_valid_signature_each_time(
 def test_410_fails_at_once_as_permanent_and_is_dead_lettered(webhook_worker, receiver, endpoint_for, api_client):
     receiver.answer((410, {}, b"gone"))
     job = deliver(api_client, endpoint_for(receiver.url).id)
-    job = wait_until(lambda: finished(job), timeout=30, what="the delivery to finish")
+    job = wait_until(lambda: job_finished(job), timeout=30, what="the delivery to finish")
     assert job.status == Job.Status.FAILED and job.attempts == 1
     assert "answered 410 Gone" in job.error and "not retried" in job.error
     assert wait_until(lambda: str(job.id) in dead_letter_ids(), timeout=10, what="the dead letter")
@@ -70,7 +65,7 @@ def test_410_fails_at_once_as_permanent_and_is_dead_lettered(webhook_worker, rec
 def test_429_waits_as_long_as_retry_after_asks_then_delivers(webhook_worker, receiver, endpoint_for, api_client):
     receiver.answer((429, {"Retry-After": "2"}, b"slow down"), (200, {}, b"ok"))
     job = deliver(api_client, endpoint_for(receiver.url).id)
-    job = wait_until(lambda: finished(job), timeout=30, what="the delivery to finish")
+    job = wait_until(lambda: job_finished(job), timeout=30, what="the delivery to finish")
     assert job.status == Job.Status.SUCCEEDED and job.attempts == 2
     first = JobAttempt.objects.get(job=job, number=1)
     # The backoff alone would be 0 s (base 0.4); the endpoint asked for 2 s.
@@ -81,7 +76,7 @@ def test_an_endpoint_that_never_answers_times_out_each_attempt_then_is_dead_lett
     webhook_worker, silent_url, endpoint_for, api_client
 ):
     job = deliver(api_client, endpoint_for(silent_url).id)
-    job = wait_until(lambda: finished(job), timeout=30, what="the delivery to give up")
+    job = wait_until(lambda: job_finished(job), timeout=30, what="the delivery to give up")
     assert job.status == Job.Status.FAILED and job.attempts == 3
     assert "Gave up after 3 attempts" in job.error and "did not answer within 0.5 s" in job.error
     assert list(WebhookAttempt.objects.filter(job=job).values_list("status_code", flat=True)) == [None] * 3
@@ -94,7 +89,7 @@ def test_an_allowed_loopback_receiver_named_by_host_name_gets_that_name_as_host(
     # given an endpoint named localhost (allowed by the test settings), which resolves to 127.0.0.1
     receiver.answer((200, {}, b"ok"))
     job = deliver(api_client, endpoint_for(f"http://localhost:{receiver.port}/hook").id)
-    job = wait_until(lambda: finished(job), timeout=30, what="the delivery to finish")
+    job = wait_until(lambda: job_finished(job), timeout=30, what="the delivery to finish")
     # then the worker delivered it to the checked address with the URL's host, not the address, as Host
     assert job.status == Job.Status.SUCCEEDED
     assert [r.headers["Host"] for r in receiver.received] == [f"localhost:{receiver.port}"]

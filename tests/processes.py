@@ -1,11 +1,13 @@
-"""Real worker processes and broker helpers for the integration tests."""
+"""Real processes for the tests, as `make run` starts them: outbox relays and Celery workers on the test
+database and `test-` queues, PostgreSQL and RabbitMQ stopped and started for real; and the helpers that wait on
+them. A pytest plugin (tests/conftest.py's pytest_plugins), so every test module can ask for its fixtures."""
 import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,22 +16,16 @@ from amqp.exceptions import PreconditionFailed
 from django.conf import settings
 from django.db import connection
 
+from apps.jobs.models import Job
+from bench.processes import free_port, wait_until
 from config import broker
 from config.celery import app as celery_app
-from tests.integration import kinds_for_tests  # noqa: F401  (registers the test kinds here too)
+from tests.integration import kinds_for_tests  # noqa: F401  (registers the test kinds in the test process too)
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts" / "logs"
 
-
-def wait_until(predicate: Callable[[], object], *, timeout: float, interval: float = 0.2, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"Timed out after {timeout:.0f} s waiting for {what}.")
+__all__ = ["free_port", "wait_until"]  # shared with the benchmark (bench/processes.py), used by test modules
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
@@ -70,7 +66,7 @@ class Process:
                 self.popen.wait(timeout=10)
 
 
-def _start(name: str, command: list[str], env: dict[str, str]) -> Process:
+def process_start(name: str, command: list[str], env: dict[str, str]) -> Process:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log = ARTIFACTS / f"{name}-{uuid.uuid4().hex[:6]}.log"
     handle = log.open("w")
@@ -114,7 +110,7 @@ def dead_letter_ids() -> list[str]:
 def relay_start(**env: str) -> Process:
     """An outbox relay process, as `make run` runs it: it publishes the jobs a test submits."""
     command = [sys.executable, "manage.py", "relay_outbox", "--include", "tests.integration.kinds_for_tests"]
-    process = _start("relay", command, subprocess_env(**{"CONVEYOR_RELAY_INTERVAL_SECONDS": "0.5", **env}))
+    process = process_start("relay", command, subprocess_env(**{"CONVEYOR_RELAY_INTERVAL_SECONDS": "0.5", **env}))
     wait_until(lambda: "outbox relay started" in process.output() or process.popen.poll() is not None, timeout=60,
                what="the relay to start")
     assert process.popen.poll() is None, f"The relay exited at start:\n{process.output()[-3000:]}"
@@ -141,7 +137,7 @@ def start_worker(transactional_db, relay) -> Iterator[Callable[..., Process]]:
             "--queues", ",".join(map(broker.queue_name, queues)), "--include", "tests.integration.kinds_for_tests",
             "--without-gossip", "--without-mingle",
         ]
-        process = _start(name, command, subprocess_env(**env))
+        process = process_start(name, command, subprocess_env(**env))
         started.append(process)
         wait_until(lambda: " ready." in process.output() or process.popen.poll() is not None, timeout=60,
                    what=f"{name} to start")
@@ -157,3 +153,53 @@ def start_worker(transactional_db, relay) -> Iterator[Callable[..., Process]]:
 @pytest.fixture
 def worker(start_worker) -> Process:
     return start_worker()
+
+
+def job_finished(job: Job) -> Job | None:
+    """The job as it is now if it has finished, else None (for wait_until)."""
+    job.refresh_from_db()
+    return job if job.is_finished else None
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+
+def _postgresql_cluster() -> tuple[str, str]:
+    # Debian's cluster layout, /etc/postgresql/<version>/<name>, as `make test` starts it.
+    [cluster] = sorted(Path("/etc/postgresql").glob("*/main"))
+    return cluster.parent.name, cluster.name
+
+
+def postgresql_stop() -> None:
+    """Stop the PostgreSQL server for real (a fast shutdown: sessions are cut, as in a restart or failover)."""
+    version, name = _postgresql_cluster()
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, name, "stop", "-m", "fast"], check=True,
+                   capture_output=True, timeout=60)
+
+
+def postgresql_start() -> None:
+    """Start it again and wait until it takes connections; this process's own connection is opened anew."""
+    version, name = _postgresql_cluster()
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, name, "start"], check=True,
+                   capture_output=True, timeout=60)
+    connection.close()
+
+    def answers() -> bool:
+        try:
+            connection.ensure_connection()
+        except Exception:
+            connection.close()
+            return False
+        return True
+
+    wait_until(answers, timeout=60, what="PostgreSQL to take connections")
+
+
+@contextmanager
+def postgresql_stopped() -> Iterator[None]:
+    postgresql_stop()
+    try:
+        yield
+    finally:
+        postgresql_start()
