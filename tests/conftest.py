@@ -8,6 +8,11 @@ from apps.ops.services import ServiceUnavailable, service_answers, services_requ
 pytest_plugins = ["tests.processes"]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--chaos-jobs", type=int, default=200,
+                     help="webhook jobs of the chaos test (tests/integration/test_chaos.py); the suite runs 200")
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     # Fail loudly, never skip: the suite is meaningless without the real broker and database.
     import django

@@ -83,8 +83,10 @@ def test_operator_opens_the_task_in_flower_from_the_admin(page: Page, live_serve
     link = page.get_by_role("link", name="Task in Flower")
     expect(link).to_have_attribute("href", f"{flower}/task/{job.id}")
     link.click()
+    task_url = f"{flower}/task/{job.id}"
+    page.wait_for_url(task_url)
     # Flower learns of the task from the worker's events; a moment after it ran, its page shows it.
-    wait_until(lambda: page.reload() and "SUCCESS" in page.content(), timeout=20, interval=1,
+    wait_until(lambda: page.goto(task_url) and "SUCCESS" in page.content(), timeout=20, interval=1,
                what="Flower to show the task")
     expect(page.locator("body")).to_contain_text(str(job.id))
     screenshot("flower-task")

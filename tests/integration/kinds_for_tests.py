@@ -81,3 +81,19 @@ def gate_task(run: JobRun) -> dict:
 
 # For the moment an attempt ends: the test decides it, for instance while PostgreSQL is stopped.
 kind_register(JobKind("tests.gate", gate_task, GateForm, title="Gate"))
+
+
+class RetryOnceForm(forms.Form):
+    wait = forms.FloatField(min_value=0, max_value=60)
+
+
+@shared_task(base=JobTask, name="tests.retry_once")
+def retry_once_task(run: JobRun) -> dict:
+    if run.attempt == 1:
+        raise TransientJobError("Retry me once, after the wait asked for.", retry_after=run.params["wait"])
+    return {"attempt": run.attempt}
+
+
+# Its retry falls due exactly when the test says, not at a random moment of a backoff.
+kind_register(JobKind("tests.retry_once", retry_once_task, RetryOnceForm, title="Retry once",
+                      retry=RetryPolicy(max_retries=1, backoff_base=0.001, backoff_cap=60)))

@@ -53,12 +53,12 @@ def test_a_job_cancelled_then_retried_while_its_first_message_waits_runs_once(st
 
 
 def test_a_retry_whose_publish_fails_stays_in_the_outbox_and_runs_later(start_worker, relay):
-    # given a flaky job whose first attempt failed, its retry due in the outbox, and no relay running
+    # given a job whose first attempt failed and whose retry waits 3 s in the outbox, and no relay running
     worker = start_worker()
-    job = submit("diagnostics.flaky", failures=1)
-    wait_until(lambda: JobAttempt.objects.filter(job=job, number=1).exists(), timeout=30, what="attempt 1")
-    relay.stop()
+    job = submit("tests.retry_once", wait=3)
     wait_until(lambda: status_is(job, "retrying"), timeout=30, what="the job to wait for its retry")
+    relay.stop()
+    assert Job.objects.get(id=job.id).published_at is None  # the retry's message is not published yet
     wait_until(lambda: Job.objects.get(id=job.id).due_at <= timezone.now(), timeout=10, what="the retry to fall due")
     # when a relay pass publishes it over a connection that breaks under the publisher
     with JobPublisher() as publisher:

@@ -1,0 +1,195 @@
+"""Chaos: webhook jobs submitted through the API while pool processes are SIGKILLed over and over, RabbitMQ is
+stopped and started, and PostgreSQL is restarted; every job must end succeeded, every event be delivered at least
+once and never twice at the same time, and no submission get a 5xx.
+
+The suite runs a small size (`--chaos-jobs`, default 200); `pytest tests/integration/test_chaos.py --chaos-jobs
+1500` runs the size of the issue's own try. The counts are printed and written to artifacts/chaos.json.
+"""
+import json
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from apps.jobs.models import Job, JobAttempt
+from apps.webhooks.models import WebhookEndpoint
+from tests.processes import ROOT, Process, postgresql_start, postgresql_stop, rabbitmqctl, relay_start, wait_until
+
+pytestmark = pytest.mark.integration
+
+# The receiver answers 503 to this share of requests, after holding each one this long (so that two
+# deliveries of one event at the same time would overlap and be seen).
+REFUSED_SHARE = 0.05
+ANSWER_SECONDS = 0.03
+# A pool process is SIGKILLed this often while the jobs are submitted and run.
+KILL_EVERY_SECONDS = 1.5
+# RabbitMQ stays stopped at least this long.
+RABBITMQ_DOWN_SECONDS = 8
+# Short limits and retries, so a lost job is found and a refused one retried within the test.
+FAST = {
+    "CONVEYOR_WEBHOOK_BACKOFF_BASE": "0.2",
+    "CONVEYOR_WEBHOOK_BACKOFF_CAP": "1",
+    "CONVEYOR_WEBHOOK_READ_TIMEOUT": "2",
+    "CONVEYOR_WEBHOOK_MAX_RETRIES": "10",
+    "CONVEYOR_TASK_SOFT_TIME_LIMIT": "8",
+    "CONVEYOR_TASK_TIME_LIMIT": "10",
+    "CONVEYOR_RECONCILE_INTERVAL_SECONDS": "2",
+    "CONVEYOR_RECONCILE_AFTER_SECONDS": "5",
+}
+
+
+@dataclass
+class Deliveries:
+    """What the receiver saw, per event id."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    received: Counter = field(default_factory=Counter)
+    in_flight: Counter = field(default_factory=Counter)
+    overlapping: set = field(default_factory=set)
+    refused: int = 0
+
+
+@pytest.fixture
+def chaos_receiver() -> Iterator[tuple[str, Deliveries]]:
+    seen = Deliveries()
+    chance = random.Random(7)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            event = self.headers["Conveyor-Event-Id"]
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with seen.lock:
+                seen.in_flight[event] += 1
+                if seen.in_flight[event] > 1:
+                    seen.overlapping.add(event)
+                refuse = chance.random() < REFUSED_SHARE
+            time.sleep(ANSWER_SECONDS)
+            with seen.lock:
+                seen.in_flight[event] -= 1
+                if refuse:
+                    seen.refused += 1
+                else:
+                    seen.received[event] += 1
+            self.send_response(503 if refuse else 204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", seen
+    server.shutdown()
+    server.server_close()
+
+
+def pool_processes(worker: Process) -> list[int]:
+    children = Path(f"/proc/{worker.popen.pid}/task/{worker.popen.pid}/children")
+    return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+
+
+def test_every_job_succeeds_once_at_a_time_through_kills_and_both_outages(request, relay, start_worker, user,
+                                                                         api_client, chaos_receiver):
+    total = request.config.getoption("--chaos-jobs")
+    url, seen = chaos_receiver
+    relay.stop()
+    lifeline = relay_start(**FAST)
+    worker = start_worker(**FAST)
+    endpoint = WebhookEndpoint.objects.create(owner=user, url=url)
+    statuses: list[int] = []
+    ids: list[str] = []
+    stop_killing = threading.Event()
+    kills = 0
+
+    def submit() -> None:
+        # The API as a client uses it, paced over about 20 s; each answer's status is kept.
+        try:
+            for index in range(total):
+                response = api_client.post(
+                    "/api/jobs/", {"kind": "webhooks.deliver",
+                                   "params": {"endpoint": endpoint.id, "event": "order.paid", "payload": {"n": index}}},
+                    content_type="application/json",
+                )
+                statuses.append(response.status_code)
+                if response.status_code == 202:
+                    ids.append(response.json()["id"])
+                time.sleep(20 / total)
+        finally:
+            connection.close()
+
+    def kill() -> None:
+        nonlocal kills
+        chance = random.Random(11)
+        while not stop_killing.wait(KILL_EVERY_SECONDS):
+            pids = pool_processes(worker)
+            if pids:
+                try:
+                    os.kill(chance.choice(pids), signal.SIGKILL)
+                    kills += 1
+                except ProcessLookupError:  # it ended on its own meanwhile
+                    pass
+
+    began = time.monotonic()
+    submitter, killer = threading.Thread(target=submit), threading.Thread(target=kill)
+    submitter.start()
+    killer.start()
+    try:
+        # RabbitMQ goes away a quarter of the way through the submissions and comes back halfway, after at
+        # least RABBITMQ_DOWN_SECONDS; PostgreSQL restarts at three quarters.
+        wait_until(lambda: len(statuses) >= total // 4, timeout=120, what="a quarter of the submissions")
+        rabbitmqctl("stop_app")
+        rabbitmq_down = time.monotonic()
+        try:
+            back_at = rabbitmq_down + RABBITMQ_DOWN_SECONDS
+            wait_until(lambda: len(statuses) >= total // 2 and time.monotonic() >= back_at, timeout=120,
+                       what="half of the submissions")
+        finally:
+            rabbitmqctl("start_app")
+            rabbitmqctl("await_startup")
+        rabbitmq_down = time.monotonic() - rabbitmq_down
+        wait_until(lambda: len(statuses) >= 3 * total // 4, timeout=120, what="three quarters of the submissions")
+        postgresql_stop()
+        postgresql_start()
+        submitter.join(timeout=300)
+        wait_until(lambda: Job.objects.filter(status="succeeded").count() == total, timeout=240, interval=0.5,
+                   what="every job to succeed")
+    finally:
+        stop_killing.set()
+        killer.join()
+        lifeline.stop()
+    elapsed = time.monotonic() - began
+
+    jobs = Job.objects.filter(kind="webhooks.deliver")
+    counts = {
+        "jobs": total,
+        "submissions_answered": dict(Counter(statuses)),
+        "succeeded": jobs.filter(status="succeeded").count(),
+        "deliveries": sum(seen.received.values()),
+        "events_delivered_twice_or_more": sum(1 for count in seen.received.values() if count > 1),
+        "events_delivered_at_the_same_time": len(seen.overlapping),
+        "answered_503": seen.refused,
+        "pool_processes_killed": kills,
+        "attempts": dict(Counter(JobAttempt.objects.filter(job__in=jobs).values_list("outcome", flat=True))),
+        "rabbitmq_down_seconds": round(rabbitmq_down, 1),
+        "postgresql_restarts": 1,
+        "seconds": round(elapsed, 1),
+    }
+    (ROOT / "artifacts").mkdir(exist_ok=True)
+    (ROOT / "artifacts" / "chaos.json").write_text(json.dumps(counts, indent=2))
+    print(f"\nChaos: {json.dumps(counts)}")
+    assert statuses == [202] * total, Counter(statuses)
+    assert counts["succeeded"] == total
+    assert set(seen.received) == set(ids), "every event is delivered at least once"
+    assert not seen.overlapping, f"events delivered twice at the same time: {sorted(seen.overlapping)[:5]}"
+    assert kills > 0 and worker.popen.poll() is None
