@@ -31,7 +31,7 @@ from apps.jobs.models import Job, JobAttempt
 from apps.jobs.publishing import JobPublisher
 from apps.jobs.relay import outbox_relay
 from apps.jobs.services import api_token_create, job_submit
-from apps.ops.services import database_ensure_exists
+from apps.ops.bootstrap import database_ensure_exists
 from bench import load, processes, report
 from bench.baseline import celery as baseline
 from bench.processes import Process, RssSampler, wait_until

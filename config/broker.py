@@ -9,7 +9,7 @@ def queue_name(name: str) -> str:
 
 
 def jobs_exchange() -> Exchange:
-    # A topic exchange: Celery's native delayed delivery cannot route back through a direct one.
+    # A topic exchange, routing to each job queue by its name; an exchange's type is fixed once declared.
     return Exchange(f"{settings.CONVEYOR_QUEUE_PREFIX}conveyor", type="topic", durable=True)
 
 

@@ -13,7 +13,9 @@ TIMER_SWEEP_SECONDS = 30
 
 
 class JobConsumer(Consumer):
-    """Celery's consumer, except that it publishes monitoring events without waiting for confirms.
+    """Celery's consumer, except that it publishes monitoring events without waiting for confirms, and does not
+    declare Celery's native delayed delivery queues: a job's retry waits as a row in the outbox
+    (apps/jobs/lifecycle.py), and no job message is published with a countdown.
 
     The broker's transport options ask RabbitMQ to confirm every publish, which job messages
     need. An event lost on the way costs a line in Flower, never a job, and waiting for the
@@ -21,6 +23,9 @@ class JobConsumer(Consumer):
     --profile`). The consumer opens a connection for writing only for its event dispatcher.
     https://docs.celeryq.dev/en/stable/userguide/configuration.html#worker-consumer
     """
+
+    class Blueprint(Consumer.Blueprint):
+        default_steps = [step for step in Consumer.Blueprint.default_steps if not step.endswith(":DelayedDelivery")]
 
     def connection_for_write(self, url: str | None = None, heartbeat: float | None = None) -> Connection:
         return self.ensure_connected(self.app.connection_for_write(

@@ -3,7 +3,7 @@ processes of tests/processes.py."""
 import pytest
 from django.test import Client
 
-from apps.ops.services import ServiceUnavailable, service_answers, services_required
+from apps.ops.bootstrap import ServiceUnavailable, service_answers, services_required
 
 pytest_plugins = ["tests.processes"]
 

@@ -1,14 +1,17 @@
-"""Writes for accounts: sign up (inactive, with a verification email job), verify, resend."""
+"""Writes for accounts: sign up (inactive, with a verification email job), verify, resend, and the email itself."""
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core import signing
 from django.db import transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
 
 from apps.accounts import selectors
-from apps.jobs.errors import JobParamsInvalid
+from apps.accounts.selectors import VERIFY_KIND
+from apps.jobs.errors import JobParamsInvalid, PermanentJobError
 from apps.jobs.services import job_submit
-from apps.notifications.selectors import VERIFY_KIND
+from apps.notifications.services import email_send
 
 VERIFY_SALT = "accounts.verify"
 
@@ -66,3 +69,22 @@ def verification_resend(*, email: str) -> AbstractBaseUser | None:
     except JobParamsInvalid as exc:
         raise ResendRefused(" ".join(message for messages in exc.errors.values() for message in messages)) from None
     return user
+
+
+def verification_email_send(*, user_id: int) -> dict:
+    """Email the user a fresh signed link that activates the account; nothing to do once verified."""
+    user = get_user_model().objects.filter(pk=user_id).first()
+    if user is None:
+        raise PermanentJobError(f"User {user_id} no longer exists; there is no one to verify.")
+    if user.is_active:
+        return {"sent": False, "reason": "The account is verified already."}
+    link = settings.CONVEYOR_SITE_URL.rstrip("/") + reverse(
+        "accounts:verify", args=[verification_token_make(user=user)]
+    )
+    context = {"link": link, "hours": settings.CONVEYOR_VERIFICATION_MAX_AGE // 3600}
+    email_send(
+        to=user.email,
+        subject="Verify your email for Conveyor",
+        body=render_to_string("accounts/verification_email.txt", context),
+    )
+    return {"sent": True, "to": user.email}

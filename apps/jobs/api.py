@@ -17,7 +17,7 @@ from django.utils.datastructures import MultiValueDict
 from django.views.decorators.csrf import csrf_exempt
 
 from apps.jobs import selectors, services
-from apps.jobs.database import DatabaseUnavailable, database_retried
+from apps.jobs.database import database_retried
 from apps.jobs.errors import ActionNotAllowed, IdempotencyKeyReused, JobParamsInvalid, UnknownKind
 from apps.jobs.models import Job
 from apps.jobs.presenters import job_json, kind_json
@@ -65,7 +65,7 @@ def api_endpoint(*methods: str) -> Callable:
     While PostgreSQL is unreachable (a restart, a failover) the request waits for it, up to
     CONVEYOR_WEB_DB_WAIT_SECONDS, and is handled again from the start; nothing it did before the failure was
     committed (a submission's INSERT rides out the outage on its own, job_submit), so nothing is done twice.
-    Past the wait it answers 503 with Retry-After.
+    Past the wait, DatabaseUnavailable makes it a 503 with Retry-After (apps/ops/middleware.py).
     """
 
     def decorator(view: Callable) -> Callable:
@@ -84,9 +84,6 @@ def api_endpoint(*methods: str) -> Callable:
             try:
                 return database_retried(handle, wait_seconds=settings.CONVEYOR_WEB_DB_WAIT_SECONDS,
                                         what=f"{request.method} {request.path}")
-            except DatabaseUnavailable:
-                return error_response(503, "The database is unavailable; try again shortly.",
-                                      headers={"Retry-After": "5"})
             except ApiError as exc:
                 return error_response(exc.status, exc.message, exc.fields, exc.headers)
             except RequestDataTooBig:

@@ -1,4 +1,4 @@
-"""Notifications: email sent by job kinds, with SMTP failures sorted into retryable and permanent."""
+"""Notifications: email for job kinds to send, with SMTP failures sorted into retryable and permanent."""
 from django.apps import AppConfig
 
 

@@ -1,13 +1,8 @@
-"""Writes for notifications: send an email, sorting SMTP failures into transient and permanent."""
+"""Writes for notifications: send an email, sorting SMTP failures into transient (retried) and permanent."""
 import smtplib
 
-from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.mail import EmailMessage
-from django.template.loader import render_to_string
-from django.urls import reverse
 
-from apps.accounts.services import verification_token_make
 from apps.jobs.errors import PermanentJobError, TransientJobError
 
 
@@ -35,22 +30,3 @@ def email_send(*, to: str, subject: str, body: str) -> None:
         EmailMessage(subject=subject, body=body, to=[to]).send()
     except (smtplib.SMTPException, OSError) as exc:
         raise _smtp_outcome(exc) from None
-
-
-def verification_email_send(*, user_id: int) -> dict:
-    """Email the user a fresh signed link that activates the account; nothing to do once verified."""
-    user = get_user_model().objects.filter(pk=user_id).first()
-    if user is None:
-        raise PermanentJobError(f"User {user_id} no longer exists; there is no one to verify.")
-    if user.is_active:
-        return {"sent": False, "reason": "The account is verified already."}
-    link = settings.CONVEYOR_SITE_URL.rstrip("/") + reverse(
-        "accounts:verify", args=[verification_token_make(user=user)]
-    )
-    context = {"link": link, "hours": settings.CONVEYOR_VERIFICATION_MAX_AGE // 3600}
-    email_send(
-        to=user.email,
-        subject="Verify your email for Conveyor",
-        body=render_to_string("notifications/verification_email.txt", context),
-    )
-    return {"sent": True, "to": user.email}

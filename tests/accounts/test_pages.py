@@ -8,7 +8,7 @@ from apps.jobs.models import Job
 
 pytestmark = pytest.mark.django_db
 
-KIND = "notifications.send_verification_email"
+KIND = "accounts.send_verification_email"
 PASSWORD = "a-long-unusual-passphrase-71"
 
 

@@ -11,7 +11,7 @@ from tests.processes import job_finished, wait_until
 
 pytestmark = pytest.mark.integration
 
-KIND = "notifications.send_verification_email"
+KIND = "accounts.send_verification_email"
 
 
 def signup(client: Client, email: str = "dana@example.com") -> Job:

@@ -31,3 +31,9 @@ def test_the_worker_sweeps_cancelled_timers_and_keeps_the_others_in_order():
     # then only the two live timers are left, the next one due still first
     assert [scheduled.entry for scheduled in timer.queue] == [entries[10], entries[20]]
     assert timer._queue[0].entry is entries[10]
+
+
+def test_the_worker_declares_no_delay_queues_since_retries_wait_in_the_outbox():
+    steps = JobConsumer.Blueprint.default_steps
+    assert not any(step.endswith(":DelayedDelivery") for step in steps)
+    assert any(step.endswith(":Tasks") for step in steps)  # the rest of Celery's consumer is there

@@ -8,7 +8,8 @@ import pytest
 from django.core.files.storage import default_storage
 
 from apps.jobs.models import Job
-from apps.reports.selectors import KIND, report_result_name
+from apps.reports.selectors import KIND
+from apps.reports.services import report_files
 
 REGIONS = [f"region-{n:02d}" for n in range(20)]
 
@@ -24,8 +25,8 @@ def stored_reports_cleanup(transactional_db) -> Iterator[None]:
     """Delete the uploads and results of the reports this test ran."""
     yield
     for job in Job.objects.filter(kind=KIND):
-        for name in (job.params.get("upload"), report_result_name(job_id=job.id)):
-            if name and default_storage.exists(name):
+        for name in report_files(job):
+            if default_storage.exists(name):
                 default_storage.delete(name)
 
 

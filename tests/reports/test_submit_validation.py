@@ -1,5 +1,7 @@
-"""Bad report input is refused at submit with a field error, before any job exists."""
+"""Report submissions: bad input is refused with a field error before any job exists, and a repeated one stores
+nothing new."""
 import pytest
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
@@ -59,3 +61,31 @@ def test_the_report_form_page_shows_the_field_error(user):
     )
     assert response.status_code == 200
     assert "The file has no column &#x27;city&#x27;" in response.content.decode()
+
+
+def _uploads() -> set[str]:
+    return set(default_storage.listdir("reports/uploads")[1]) if default_storage.exists("reports/uploads") else set()
+
+
+def test_the_same_file_with_the_same_idempotency_key_answers_200_and_stores_nothing_new(api_client):
+    # given a report submitted with an idempotency key
+    def submit_keyed(content: bytes):
+        upload = SimpleUploadedFile("data.csv", content, content_type="text/csv")
+        return api_client.post("/api/jobs/", {"kind": "reports.csv_summary", "group_by": "region",
+                                              "value_column": "amount", "idempotency_key": "monthly-7", "file": upload})
+
+    before = _uploads()
+    first = submit_keyed(GOOD)
+    stored = _uploads() - before
+    try:
+        # when the same file is sent again with the same key, then the same job answers 200 and no file is added
+        again = submit_keyed(GOOD)
+        assert (first.status_code, again.status_code) == (202, 200)
+        assert again.json()["id"] == first.json()["id"] and Job.objects.count() == 1
+        assert stored == {f"{first.json()['id']}.csv"} and _uploads() - before == stored
+        # and another file under that key is refused, storing nothing either
+        other = submit_keyed(b"region,amount\nwest,9\n")
+        assert other.status_code == 409 and _uploads() - before == stored
+    finally:
+        for name in _uploads() - before:
+            default_storage.delete(f"reports/uploads/{name}")

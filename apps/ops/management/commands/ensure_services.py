@@ -1,7 +1,7 @@
 """Make sure PostgreSQL and RabbitMQ answer (starting them when installed) and the database exists."""
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.ops.services import ServiceUnavailable, database_ensure_exists, service_ensure_running, services_required
+from apps.ops.bootstrap import ServiceUnavailable, database_ensure_exists, service_ensure_running, services_required
 
 
 class Command(BaseCommand):

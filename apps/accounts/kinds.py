@@ -1,20 +1,21 @@
-"""Notification kinds: notifications.send_verification_email."""
+"""Account kinds: accounts.send_verification_email."""
 from celery import shared_task
 from django.conf import settings
 
+from apps.accounts import forms, services
+from apps.accounts.selectors import VERIFY_KIND
 from apps.jobs.executor import JobRun, JobTask
 from apps.jobs.registry import JobKind, RetryPolicy, kind_register
-from apps.notifications import forms, services
 
 
-@shared_task(base=JobTask, name="notifications.send_verification_email")
+@shared_task(base=JobTask, name=VERIFY_KIND)
 def send_verification_email_task(run: JobRun) -> dict:
     return services.verification_email_send(user_id=run.params["user"])
 
 
 kind_register(
     JobKind(
-        "notifications.send_verification_email",
+        VERIFY_KIND,
         send_verification_email_task,
         forms.SendVerificationEmailForm,
         title="Send a verification email",

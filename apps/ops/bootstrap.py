@@ -1,4 +1,4 @@
-"""Bring up what Conveyor depends on for `make run` and `make test`: PostgreSQL, RabbitMQ, the database."""
+"""Bootstrap for `make run` and `make test`: find or start PostgreSQL and RabbitMQ, create the database."""
 import shutil
 import socket
 import subprocess
