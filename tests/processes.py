@@ -128,13 +128,13 @@ def relay(transactional_db) -> Iterator[Process]:
 def start_worker(transactional_db, relay) -> Iterator[Callable[..., Process]]:
     started: list[Process] = []
 
-    def start(*, concurrency: int = 2, queues: tuple[str, ...] = ("default",), **env: str) -> Process:
-        """A worker consuming the given job queues; `env` overrides settings, e.g. a shorter timeout."""
+    def start(*, concurrency: int = 2, queue: str = "default", **env: str) -> Process:
+        """A worker of one job queue, started as the Procfile starts it (run_worker: the pool the queue
+        declares); `env` overrides settings, e.g. a shorter timeout or CONVEYOR_QUEUE_POOLS."""
         name = f"worker-{uuid.uuid4().hex[:6]}"
         command = [
-            sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
-            "--concurrency", str(concurrency), "--hostname", f"{name}@%h",
-            "--queues", ",".join(map(broker.queue_name, queues)), "--include", "tests.integration.kinds_for_tests",
+            sys.executable, "manage.py", "run_worker", queue, "--concurrency", str(concurrency), "--",
+            "--hostname", f"{name}@%h", "--include", "tests.integration.kinds_for_tests",
             "--without-gossip", "--without-mingle",
         ]
         process = process_start(name, command, subprocess_env(**env))

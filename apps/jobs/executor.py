@@ -12,6 +12,7 @@ for it.
 """
 import json
 import logging
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,11 +31,15 @@ from apps.jobs.lifecycle import Verdict
 from apps.jobs.logs import job_log_capture
 from apps.jobs.models import Job, JobAttempt
 from apps.jobs.registry import JobKind, RetryPolicy, kind_for_task
+from apps.jobs.timelimits import job_code_watched
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Outcome = JobAttempt.Outcome
+# How long, and how often, a redelivered message's start is tried again while the job still looks held.
+TAKEOVER_WAIT_SECONDS = 3.0
+TAKEOVER_POLL_SECONDS = 0.1
 
 
 @dataclass
@@ -109,8 +114,7 @@ class JobTask(Task):
 
     def __call__(self, job_id: str, generation: int = 0) -> Any:
         worker, kind = self.request.hostname or "", kind_for_task(self.name)
-        start = self._database(lambda: lifecycle.attempt_start(job_id=job_id, generation=generation, worker=worker),
-                               f"starting job {job_id}")
+        start = self._start(job_id=job_id, generation=generation, worker=worker)
         if start.verdict is not Verdict.STARTED:
             self._drop(job_id=job_id, generation=generation, start=start)
             raise Ignore()
@@ -137,11 +141,29 @@ class JobTask(Task):
             raise Ignore()
         return end.result
 
+    def _start(self, *, job_id: str, generation: int, worker: str) -> lifecycle.Start:
+        """The fence and the start. A message RabbitMQ delivers again because its worker died can come a moment
+        before PostgreSQL has closed that worker's session: then the job still looks held, and the start is
+        tried again for up to TAKEOVER_WAIT_SECONDS before the message is taken for a duplicate."""
+        redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+        deadline = time.monotonic() + TAKEOVER_WAIT_SECONDS
+        while True:
+            start = self._database(
+                lambda: lifecycle.attempt_start(job_id=job_id, generation=generation, worker=worker),
+                f"starting job {job_id}",
+            )
+            if start.verdict is not Verdict.RUNNING_ELSEWHERE or not redelivered or time.monotonic() > deadline:
+                return start
+            time.sleep(TAKEOVER_POLL_SECONDS)
+
     def _perform(self, run: JobRun) -> AttemptEnd:
         """Run the kind's function once; its outcome, with the error and traceback a person reads."""
         kind = run.kind
+        soft = kind.soft_time_limit or settings.CELERY_TASK_SOFT_TIME_LIMIT
+        hard = kind.time_limit or settings.CELERY_TASK_TIME_LIMIT
         try:
-            result = self.run(run)
+            with job_code_watched(job=run.job, soft=soft, hard=hard):
+                result = self.run(run)
         except JobCancelled:
             return AttemptEnd(Outcome.CANCELLED)
         except (*CONNECTION_ERRORS, DatabaseUnavailable) as exc:
@@ -152,8 +174,7 @@ class JobTask(Task):
         except kind.retry.transient as exc:
             return _retry_or_give_up(job=run.job, policy=kind.retry, exc=exc)
         except SoftTimeLimitExceeded:
-            limit = kind.soft_time_limit or settings.CELERY_TASK_SOFT_TIME_LIMIT
-            return _failure(f"The job ran longer than its time limit of {limit} seconds.")
+            return _failure(f"The job ran longer than its time limit of {soft} seconds.")
         except Exception as exc:
             return _failure(_describe(exc))
         try:

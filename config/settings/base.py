@@ -171,8 +171,20 @@ CELERY_TASK_ACKS_ON_FAILURE = False
 # A job killed at its hard time limit (it ignored the soft one) is requeued like one whose worker died: the
 # next delivery records the attempt lost, and after CONVEYOR_DELIVERY_LIMIT such attempts the job fails.
 CELERY_TASK_ACKS_ON_TIMEOUT = False
-# One message per worker process: a long job never holds others back in a prefetch buffer.
+# How each queue's jobs run (`python manage.py run_worker QUEUE` starts its worker so; config/worker.py):
+# "threads" runs many jobs at once in one process, for jobs that wait on the network (webhooks, email, the
+# default queue), with Conveyor's own time limits; "prefork" runs each job in a process of its own, for jobs
+# that use the CPU (reports), with Celery's. A queue not listed runs "threads".
+CONVEYOR_QUEUE_POOLS = env.dict("CONVEYOR_QUEUE_POOLS", default={"default": "threads", "reports": "prefork"})
+# Jobs one worker of each queue runs at once (threads, or processes); a queue not listed: 32. Each running job
+# holds a PostgreSQL connection: keep the sum over all workers, with the web's, below max_connections.
+CONVEYOR_QUEUE_CONCURRENCY = env.dict("CONVEYOR_QUEUE_CONCURRENCY", cast={"value": int},
+                                      default={"default": 32, "reports": 1})
+# Messages a worker holds beyond those it runs, as a multiple of its concurrency: 1 holds none extra (a long
+# report never waits in a worker's buffer), 2 keeps a thread-pool worker fed between jobs. Not listed: 2.
 # https://docs.celeryq.dev/en/stable/userguide/optimizing.html#prefetch-limits
+CONVEYOR_QUEUE_PREFETCH_MULTIPLIERS = env.dict("CONVEYOR_QUEUE_PREFETCH_MULTIPLIERS", cast={"value": int},
+                                               default={"default": 2, "reports": 1})
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Task events let Flower show received, started and finished tasks; the worker's consumer publishes
 # them without waiting for confirms (config/worker.py). No "sent" event: the relay publishes
@@ -196,6 +208,13 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 # (the benchmark's backlog test: 500 retries took each from 74 to 190 MiB); a fresh one is ~74 MiB.
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html#worker-max-memory-per-child
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = env.int("CONVEYOR_WORKER_MAX_MEMORY_PER_CHILD_KB", default=96 * 1024)
+# A thread-pool worker whose resident memory passes this many KiB stops taking jobs, finishes those it has and
+# exits, for its supervisor (compose's restart policy, systemd) to start it again. Its memory is otherwise
+# bounded by its concurrency and prefetch; the benchmark's backlog test measures it.
+CONVEYOR_WORKER_MAX_MEMORY_KB = env.int("CONVEYOR_WORKER_MAX_MEMORY_KB", default=512 * 1024)
+# A job of a thread-pool worker still running at its hard time limit is failed and its thread given up on (a
+# thread cannot be killed); its slot goes to a new thread. Past this many such threads the worker restarts.
+CONVEYOR_WORKER_ABANDONED_THREADS_MAX = env.int("CONVEYOR_WORKER_ABANDONED_THREADS_MAX", default=4)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django import forms
 
 from apps.jobs.errors import PermanentJobError, TransientJobError
@@ -97,3 +98,19 @@ def retry_once_task(run: JobRun) -> dict:
 # Its retry falls due exactly when the test says, not at a random moment of a backoff.
 kind_register(JobKind("tests.retry_once", retry_once_task, RetryOnceForm, title="Retry once",
                       retry=RetryPolicy(max_retries=1, backoff_base=0.001, backoff_cap=60)))
+
+
+@shared_task(base=JobTask, name="tests.stubborn")
+def stubborn_task(run: JobRun) -> dict:
+    """Ignores its soft time limit and runs until the test creates the file `path` (for the hard limit)."""
+    gate = Path(run.params["path"])
+    gate.with_suffix(".started").write_text(str(run.attempt))
+    while not gate.exists():
+        try:
+            time.sleep(0.05)
+        except SoftTimeLimitExceeded:
+            gate.with_suffix(".soft").write_text("ignored")
+    return {"gate": "opened"}
+
+
+kind_register(JobKind("tests.stubborn", stubborn_task, GateForm, title="Stubborn"))

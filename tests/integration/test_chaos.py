@@ -1,4 +1,5 @@
-"""Chaos: webhook jobs submitted through the API while pool processes are SIGKILLed over and over, RabbitMQ is
+"""Chaos: webhook jobs submitted through the API while workers are SIGKILLed over and over (a thread-pool worker,
+as the default queue runs, killed whole and started again; and a prefork worker's pool processes), RabbitMQ is
 stopped and started, and PostgreSQL is restarted; every job must end succeeded, every event be delivered at least
 once and never twice at the same time, and no submission get a 5xx.
 
@@ -30,8 +31,10 @@ pytestmark = pytest.mark.integration
 # deliveries of one event at the same time would overlap and be seen).
 REFUSED_SHARE = 0.05
 ANSWER_SECONDS = 0.03
-# A pool process is SIGKILLed this often while the jobs are submitted and run.
+# A prefork pool process is SIGKILLed this often, and the thread-pool worker every KILLS_PER_WORKER_KILL times
+# that, while the jobs are submitted and run.
 KILL_EVERY_SECONDS = 1.5
+KILLS_PER_WORKER_KILL = 3
 # RabbitMQ stays stopped at least this long.
 RABBITMQ_DOWN_SECONDS = 8
 # Short limits and retries, so a lost job is found and a refused one retried within the test.
@@ -105,7 +108,8 @@ def test_every_job_succeeds_once_at_a_time_through_kills_and_both_outages(reques
     url, seen = chaos_receiver
     relay.stop()
     lifeline = relay_start(**FAST)
-    worker = start_worker(**FAST)
+    threads = start_worker(concurrency=8, **FAST)
+    prefork = start_worker(CONVEYOR_QUEUE_POOLS="default=prefork", **FAST)
     endpoint = WebhookEndpoint.objects.create(owner=user, url=url)
     statuses: list[int] = []
     ids: list[str] = []
@@ -129,16 +133,20 @@ def test_every_job_succeeds_once_at_a_time_through_kills_and_both_outages(reques
             connection.close()
 
     def kill() -> None:
-        nonlocal kills
+        nonlocal kills, threads
         chance = random.Random(11)
         while not stop_killing.wait(KILL_EVERY_SECONDS):
-            pids = pool_processes(worker)
+            pids = pool_processes(prefork)
             if pids:
                 try:
                     os.kill(chance.choice(pids), signal.SIGKILL)
                     kills += 1
                 except ProcessLookupError:  # it ended on its own meanwhile
                     pass
+            if kills % KILLS_PER_WORKER_KILL == 0:
+                threads.kill()  # the whole thread-pool worker, as a crash or an out-of-memory kill would
+                kills += 1
+                threads = start_worker(concurrency=8, **FAST)  # as its supervisor would
 
     began = time.monotonic()
     submitter, killer = threading.Thread(target=submit), threading.Thread(target=kill)
@@ -179,7 +187,7 @@ def test_every_job_succeeds_once_at_a_time_through_kills_and_both_outages(reques
         "events_delivered_twice_or_more": sum(1 for count in seen.received.values() if count > 1),
         "events_delivered_at_the_same_time": len(seen.overlapping),
         "answered_503": seen.refused,
-        "pool_processes_killed": kills,
+        "processes_killed": kills,
         "attempts": dict(Counter(JobAttempt.objects.filter(job__in=jobs).values_list("outcome", flat=True))),
         "rabbitmq_down_seconds": round(rabbitmq_down, 1),
         "postgresql_restarts": 1,
@@ -192,4 +200,4 @@ def test_every_job_succeeds_once_at_a_time_through_kills_and_both_outages(reques
     assert counts["succeeded"] == total
     assert set(seen.received) == set(ids), "every event is delivered at least once"
     assert not seen.overlapping, f"events delivered twice at the same time: {sorted(seen.overlapping)[:5]}"
-    assert kills > 0 and worker.popen.poll() is None
+    assert kills > 0 and prefork.popen.poll() is None

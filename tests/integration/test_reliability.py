@@ -133,7 +133,9 @@ def test_sigterm_gives_a_running_job_the_soft_shutdown_timeout_then_requeues_it(
     assert [a.outcome for a in job.attempt_set.order_by("number")] == ["lost", "succeeded"]
 
 
-def test_poison_message_is_dead_lettered_after_the_delivery_limit_and_its_job_fails(worker, settings):
+def test_poison_message_is_dead_lettered_after_the_delivery_limit_and_its_job_fails(start_worker, settings):
+    # A process per job, so a job that kills its process kills only itself; the worker replaces it.
+    start_worker(CONVEYOR_QUEUE_POOLS="default=prefork")
     job = submit("tests.crash")
     wait_for_status(job, Job.Status.FAILED, timeout=60)
     assert f"died {settings.CONVEYOR_DELIVERY_LIMIT} times" in job.error

@@ -17,7 +17,7 @@ REGIONS = [f"region-{n:02d}" for n in range(20)]
 @pytest.fixture
 def reports_worker(start_worker):
     # One process, as in the Procfile; progress every 50 ms so a test sees it move.
-    return start_worker(queues=("reports",), concurrency=1, CONVEYOR_REPORT_PROGRESS_SECONDS="0.05")
+    return start_worker(queue="reports", concurrency=1, CONVEYOR_REPORT_PROGRESS_SECONDS="0.05")
 
 
 @pytest.fixture
