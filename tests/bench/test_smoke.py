@@ -9,16 +9,32 @@ import subprocess
 import sys
 from pathlib import Path
 
+from django.conf import settings
+
 from bench import report
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _smoke_database_url() -> str:
+    database = settings.DATABASES["default"]
+    password = f":{database['PASSWORD']}" if database["PASSWORD"] else ""
+    host = f"{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}"
+    return f"postgres://{database['USER']}{password}@{host}/{database['NAME']}_bench_smoke"
+
+
+# The smoke run's own database and queues, named after this test run's (DATABASE_URL and
+# CONVEYOR_QUEUE_PREFIX), so test runs side by side on one machine keep apart. Read at import,
+# before pytest-django renames the test database.
+SMOKE_DATABASE_URL = _smoke_database_url()
+SMOKE_QUEUE_PREFIX = f"{settings.CONVEYOR_QUEUE_PREFIX}bench-smoke-"
 
 
 def test_smoke_run_writes_results_and_a_table_with_every_measurement(tmp_path: Path):
     # given the real broker and database; when the benchmark runs at smoke size, backlog included
     command = [
         sys.executable, "-m", "bench.run", "--smoke", "--large", "--no-readme", "--output", str(tmp_path),
-        "--database-url", "postgres://postgres@127.0.0.1:5432/conveyor_bench_smoke", "--queue-prefix", "bench-smoke-",
+        "--database-url", SMOKE_DATABASE_URL, "--queue-prefix", SMOKE_QUEUE_PREFIX,
     ]
     # Its own session, so a run that hangs is stopped with every web and worker process it started.
     run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
