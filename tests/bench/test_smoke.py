@@ -48,16 +48,26 @@ def test_smoke_run_writes_results_and_a_table_with_every_measurement(tmp_path: P
     # then it succeeds and writes JSON with a figure for every measurement, and the table shows them
     assert run.returncode == 0, stdout[-3000:] + stderr[-5000:]
     results = json.loads((tmp_path / "latest.json").read_text())
-    assert results["submit"]["baseline"]["median"] > 0 and results["submit"]["conveyor"]["median"] > 0
-    assert results["end_to_end"]["conveyor"]["median"] > 0 and results["end_to_end"]["results_in_postgres"]
-    assert results["end_to_end"]["admin_shows_results"]
-    assert results["latency"]["samples"] == 20
+    submit, e2e = results["submit"]["throughput"], results["end_to_end"]
+    assert all(submit[side]["median"] > 0 for side in ("confirmed", "baseline", "conveyor"))
+    assert all(e2e["throughput"][side]["median"] > 0 and e2e["cpu_per_1000"][side]["median"] > 0
+               for side in ("stock", "baseline", "conveyor"))
+    assert e2e["results_in_postgres"] and e2e["admin_shows_results"]
+    assert [work["delay_ms"] for work in results["real_work"]] == [100, 10]
+    for work in results["real_work"]:
+        for side in ("threads", "prefork", "conveyor"):
+            assert work["throughput"][side]["median"] > 0 and work["cpu_per_1000"][side]["median"] > 0
+            assert work["peak_in_flight"][side] >= 1
+    assert results["latency"]["samples"] == 20 and results["latency_loaded"]["samples"] > 0
     assert results["backlog"]["all_succeeded"]
     assert all(results["memory"][role][side]["idle_mib"] > 0 for role in ("web", "worker")
                for side in ("baseline", "conveyor"))
     table = (tmp_path / "latest.md").read_text()
     assert table == report.markdown(results)
-    for measurement in ("Submit throughput", "End-to-end", "Latency 202", "Worker RSS", "Backlog"):
+    for measurement in ("Submit, requests/s (baseline: `delay()` view with publisher confirms)",
+                        "End to end", "Celery + django-celery-results", "Real work", "answered after 10 ms",
+                        "Latency 202", "submissions/s, half the end-to-end rate", "CPU s per 1,000 jobs",
+                        "Worker RSS", "Backlog"):
         assert measurement in table
 
 
