@@ -20,8 +20,8 @@ def _noop() -> None:
 
 
 app = _baseline_app("baseline", transport_options={})
-# Each publish waits for RabbitMQ's confirm, the one way a publisher learns that a quorum queue took
-# its message (kombu's confirm_publish).
+# Each publish waits for RabbitMQ's confirm that the quorum queue took its message, and raises when
+# it did not (kombu's confirm_publish).
 confirmed_app = _baseline_app("baseline-confirmed", transport_options={"confirm_publish": True})
 noop_task = app.task(name="bench.baseline.noop")(_noop)
 noop_confirmed_task = confirmed_app.task(name="bench.baseline.noop")(_noop)

@@ -15,5 +15,5 @@ STOCK_QUEUES = {name: f"{QUEUE_PREFIX}stock-{name}" for name in ("results", "thr
 # https://docs.celeryq.dev/en/latest/django/first-steps-with-django.html#django-celery-results-using-the-django-orm-cache-as-a-result-backend
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_TASK_IGNORE_RESULT = False
-# Publisher confirms, as with Conveyor's relay: a quorum queue's publisher learns of a lost message only so.
+# Publisher confirms, as Conveyor's relay publishes: a message the quorum queue did not take raises.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
