@@ -626,6 +626,9 @@ def _drain_measure(args: Namespace, *, sides: list[Worker], jobs: int, webhook: 
                     _drained(side, jobs, channel, timeout=jobs / 5 + 60)
                     elapsed = time.monotonic() - began
                 after = processes.cpu_seconds(roots)
+                if any(after[role] < before[role] for role in after):
+                    raise RuntimeError(f"A process counted in {side.name}'s CPU exited during the drain (a server "
+                                       f"restarted?): {before} then {after}.")
                 cpu[side.name].append({role: after[role] - before[role] for role in after})
                 side.rss["load"] = max(side.rss.get("load", 0), sampler.peak)
                 rates[side.name].append(jobs / elapsed)
