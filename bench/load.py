@@ -124,6 +124,44 @@ def _post_load_python(
     )
 
 
+def paced_post(
+    *, url: str, body: bytes, headers: dict[str, str], rate: float, seconds: float, connections: int
+) -> list[tuple[int, bytes, float]]:
+    """POST `body` to `url` at a steady `rate` a second for `seconds`, over `connections` keep-alive connections.
+
+    Request k is due at the start + k / `rate` on connection k mod `connections`, whatever the answers
+    before it took; a connection behind its schedule sends at once. Returns each answer's status, body
+    and the wall-clock time its body was read.
+    """
+    total = max(1, round(rate * seconds))
+    start = time.monotonic()
+    replies: list[list[tuple[int, bytes, float]]] = [[] for _ in range(connections)]
+    errors: list[OSError] = []
+
+    def send(index: int) -> None:
+        client = KeepAliveClient(url)
+        try:
+            for number in range(index, total, connections):
+                pause = start + number / rate - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                status, answer = client.request("POST", body=body, headers=headers)
+                replies[index].append((status, answer, time.time()))
+        except OSError as exc:
+            errors.append(exc)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=send, args=(index,)) for index in range(min(connections, total))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {len(threads)} connections to {url} failed: {errors[0]}")
+    return [reply for answered in replies for reply in answered]
+
+
 class KeepAliveClient:
     """One HTTP/1.1 connection to the host of `url`, reused for every request to its path."""
 

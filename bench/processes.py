@@ -1,6 +1,5 @@
 """The processes under test: Procfile commands started as Conveyor runs them, their memory, their end."""
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -11,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# /proc/<pid>/stat counts CPU time in clock ticks.
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def procfile_command(name: str) -> str:
@@ -20,14 +21,6 @@ def procfile_command(name: str) -> str:
         if process == name:
             return command
     raise LookupError(f"The Procfile has no {name!r} process.")
-
-
-def with_option(command: str, option: str, value: str) -> str:
-    """`command` with the value of `option` (`-A`, `--queues`) set to `value`; the option must be there."""
-    pattern = re.compile(rf"(?<!\S){re.escape(option)}(?:\s+|=)\S+")
-    if not pattern.search(command):
-        raise LookupError(f"Expected {option} in the Procfile command {command!r}; update bench/ to match.")
-    return pattern.sub(f"{option} {value}", command, count=1)
 
 
 def free_port() -> int:
@@ -107,8 +100,14 @@ def wait_ready(process: Process, marker: str, *, timeout: float = 90) -> None:
         raise RuntimeError(f"{process.name} exited at start:\n{process.output()[-3000:]}")
 
 
-def _tree(root: int) -> list[int]:
-    parents: dict[int, list[int]] = {}
+def _proc_table() -> dict[int, tuple[int, str, int]]:
+    """Every process's parent pid, name and CPU ticks, from one pass over /proc/<pid>/stat.
+
+    The ticks are utime + stime + cutime + cstime: a process's own time and that of the children it
+    reaped, so a child that exits between two readings (a recycled pool process, a PostgreSQL backend
+    of a closed connection) still counts, in its parent.
+    """
+    table: dict[int, tuple[int, str, int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -116,15 +115,65 @@ def _tree(root: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        # The parent pid is the second field after the parenthesised command name.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry.name))
+        head, _, tail = stat.rpartition(")")
+        fields = tail.split()
+        # After the parenthesised name: state, ppid, ... and utime, stime, cutime, cstime at 11 to 14.
+        table[int(entry.name)] = (int(fields[1]), head.partition("(")[2], sum(int(value) for value in fields[11:15]))
+    return table
+
+
+def _tree(root: int, table: dict[int, tuple[int, str, int]] | None = None) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in (table if table is not None else _proc_table()).items():
+        children.setdefault(ppid, []).append(pid)
     found, pending = [], [root]
     while pending:
         pid = pending.pop()
         found.append(pid)
-        pending.extend(parents.get(pid, []))
+        pending.extend(children.get(pid, []))
     return found
+
+
+def cpu_seconds(roots: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds used so far by each role's process trees, given by their roots' pids."""
+    table = _proc_table()
+    return {role: sum(table[pid][2] for root in pids for pid in _tree(root, table) if pid in table) / CLOCK_TICKS
+            for role, pids in roots.items()}
+
+
+def server_pids(name: str, *, port: int) -> list[int]:
+    """The root process of the server named `name` (`postgres`, `beam.smp`) that listens on `port`.
+
+    By name, the postmaster or the RabbitMQ node rather than their children; by port, the one the
+    benchmark uses when others run beside it (a test cluster, rabbitmqctl's own `beam.smp`).
+    """
+    table = _proc_table()
+    roots = [pid for pid, (ppid, process_name, _) in table.items()
+             if process_name == name and table.get(ppid, (0, "", 0))[1] != name]
+    listening = [pid for pid in roots if _listens(pid, port)]
+    if not listening:
+        raise LookupError(f"No process named {name} listens on port {port} here; CPU per job reads the servers "
+                          "from /proc, so the benchmark needs PostgreSQL and RabbitMQ on this machine.")
+    return listening
+
+
+def _listens(pid: int, port: int) -> bool:
+    """True when `pid` holds a socket listening on TCP `port` (in its own network namespace)."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local address as hex ip:port, state 0A is LISTEN, and the socket's inode.
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    try:
+        return any(os.readlink(fd) in inodes for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
 
 
 def _rss_bytes(pid: int) -> int:

@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run",
-        description="Measure Conveyor against a bare Django + Celery baseline on this machine, alternating "
-        "the two so machine noise hits both, and write bench/results/latest.{json,md}.",
+        description="Measure Conveyor against what a Django team would run instead (bare and confirmed "
+        "`delay()` views, Celery workers with results off or in PostgreSQL, threads and prefork pools) on this "
+        "machine, alternating the sides so machine noise hits each, and write bench/results/latest.{json,md}.",
     )
     sizes = parser.add_argument_group("sizes (defaults keep a run under 5 minutes on 2 cores)")
     sizes.add_argument("--rounds", type=int, default=3,
@@ -27,10 +28,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        "2 workers x 4 threads (default 8)")
     sizes.add_argument("--jobs", type=int, default=2000,
                        help="no-op jobs queued then drained per end-to-end round and side (default 2000)")
+    sizes.add_argument("--webhook-jobs", type=int, default=160,
+                       help="webhook deliveries queued then drained per real-work round and side, to a receiver "
+                       "answering after 100 ms (default 160: five waves of the stock threads worker's 32)")
+    sizes.add_argument("--webhook-fast-jobs", type=int, default=320,
+                       help="the same to a receiver answering after 10 ms (default 320)")
     sizes.add_argument("--latency-samples", type=int, default=1000,
-                       help="jobs submitted one at a time for the 202-to-start latency (default 1000)")
+                       help="jobs submitted one at a time for the idle 202-to-start latency (default 1000)")
     sizes.add_argument("--latency-gap-ms", type=float, default=10,
-                       help="pause between latency samples so the system is idle at each (default 10)")
+                       help="pause between idle latency samples so the system is idle at each (default 10)")
+    sizes.add_argument("--loaded-latency-seconds", type=float, default=5,
+                       help="seconds of steady submissions, at half the measured end-to-end throughput, for the "
+                       "202-to-start latency under load (default 5)")
     backlog = parser.add_argument_group("backlog test")
     backlog.add_argument("--large", action="store_true", help="also run the backlog test (long)")
     backlog.add_argument("--backlog-jobs", type=int, default=1_000_000,
@@ -63,6 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.rounds, args.submit_seconds, args.warmup_seconds, args.connections = 1, 1, 1, 4
         args.jobs, args.latency_samples, args.latency_gap_ms = 50, 20, 5
+        args.webhook_jobs, args.webhook_fast_jobs, args.loaded_latency_seconds = 20, 40, 1
         args.backlog_jobs, args.backlog_retrying, args.backlog_wait, args.page_samples = 200, 10, 2, 10
     return args
 
@@ -80,6 +90,8 @@ def conveyor_env(args: argparse.Namespace) -> dict[str, str]:
         "CELERY_BROKER_URL": args.broker_url,
         "CONVEYOR_QUEUE_PREFIX": args.queue_prefix,
         "CONVEYOR_QUEUE_MAX_LENGTH": str(queue_max),
+        # The real work's receiver listens on loopback, which webhooks may not reach unless allowed.
+        "CONVEYOR_WEBHOOK_ALLOWED_PRIVATE": "127.0.0.0/8",
         # Procfile lines say `python` and `celery`: this interpreter's.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }

@@ -1,1 +1,1 @@
-"""The baseline: a bare Django view that calls `task.delay()` and a stock Celery worker, no results."""
+"""The baselines: `delay()` views (bare and confirmed), a results-off worker, and the stock Celery + results setup."""

@@ -1,7 +1,7 @@
-"""Settings of the baseline web and worker: no database, no middleware, no confirms, no results."""
+"""Settings of the baseline web and of its results-off worker: no database, no middleware, no results."""
 import environ
 
-# The baseline is its own small project, so it reads the two variables it shares with Conveyor itself.
+# The baseline is its own small project, so it reads the variables it shares with Conveyor itself.
 env = environ.Env()
 
 SECRET_KEY = "bench-baseline-not-secret"
@@ -13,7 +13,8 @@ MIDDLEWARE: list[str] = []
 DATABASES: dict = {}
 USE_TZ = True
 
-BASELINE_QUEUE = f"{env('CONVEYOR_QUEUE_PREFIX', default='bench-')}baseline"
+QUEUE_PREFIX = env("CONVEYOR_QUEUE_PREFIX", default="bench-")
+BASELINE_QUEUE = f"{QUEUE_PREFIX}baseline"
 
 # Stock Celery with the delivery guarantees Conveyor's worker has (acks_late, prefetch 1, a
 # quorum queue), so the comparison isolates what Conveyor adds: confirms, the Job row, results.

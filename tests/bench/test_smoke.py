@@ -9,16 +9,32 @@ import subprocess
 import sys
 from pathlib import Path
 
+from django.conf import settings
+
 from bench import report
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _smoke_database_url() -> str:
+    database = settings.DATABASES["default"]
+    password = f":{database['PASSWORD']}" if database["PASSWORD"] else ""
+    host = f"{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}"
+    return f"postgres://{database['USER']}{password}@{host}/{database['NAME']}_bench_smoke"
+
+
+# The smoke run's own database and queues, named after this test run's (DATABASE_URL and
+# CONVEYOR_QUEUE_PREFIX), so test runs side by side on one machine keep apart. Read at import,
+# before pytest-django renames the test database.
+SMOKE_DATABASE_URL = _smoke_database_url()
+SMOKE_QUEUE_PREFIX = f"{settings.CONVEYOR_QUEUE_PREFIX}bench-smoke-"
 
 
 def test_smoke_run_writes_results_and_a_table_with_every_measurement(tmp_path: Path):
     # given the real broker and database; when the benchmark runs at smoke size, backlog included
     command = [
         sys.executable, "-m", "bench.run", "--smoke", "--large", "--no-readme", "--output", str(tmp_path),
-        "--database-url", "postgres://postgres@127.0.0.1:5432/conveyor_bench_smoke", "--queue-prefix", "bench-smoke-",
+        "--database-url", SMOKE_DATABASE_URL, "--queue-prefix", SMOKE_QUEUE_PREFIX,
     ]
     # Its own session, so a run that hangs is stopped with every web and worker process it started.
     run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -32,16 +48,26 @@ def test_smoke_run_writes_results_and_a_table_with_every_measurement(tmp_path: P
     # then it succeeds and writes JSON with a figure for every measurement, and the table shows them
     assert run.returncode == 0, stdout[-3000:] + stderr[-5000:]
     results = json.loads((tmp_path / "latest.json").read_text())
-    assert results["submit"]["baseline"]["median"] > 0 and results["submit"]["conveyor"]["median"] > 0
-    assert results["end_to_end"]["conveyor"]["median"] > 0 and results["end_to_end"]["results_in_postgres"]
-    assert results["end_to_end"]["admin_shows_results"]
-    assert results["latency"]["samples"] == 20
+    submit, e2e = results["submit"]["throughput"], results["end_to_end"]
+    assert all(submit[side]["median"] > 0 for side in ("confirmed", "baseline", "conveyor"))
+    assert all(e2e["throughput"][side]["median"] > 0 and e2e["cpu_per_1000"][side]["median"] > 0
+               for side in ("stock", "baseline", "conveyor"))
+    assert e2e["results_in_postgres"] and e2e["admin_shows_results"]
+    assert [work["delay_ms"] for work in results["real_work"]] == [100, 10]
+    for work in results["real_work"]:
+        for side in ("threads", "prefork", "conveyor"):
+            assert work["throughput"][side]["median"] > 0 and work["cpu_per_1000"][side]["median"] > 0
+            assert work["peak_in_flight"][side] >= 1
+    assert results["latency"]["samples"] == 20 and results["latency_loaded"]["samples"] > 0
     assert results["backlog"]["all_succeeded"]
     assert all(results["memory"][role][side]["idle_mib"] > 0 for role in ("web", "worker")
                for side in ("baseline", "conveyor"))
     table = (tmp_path / "latest.md").read_text()
     assert table == report.markdown(results)
-    for measurement in ("Submit throughput", "End-to-end", "Latency 202", "Worker RSS", "Backlog"):
+    for measurement in ("Submit, requests/s (baseline: `delay()` view with publisher confirms)",
+                        "End to end", "Celery + django-celery-results", "Real work", "answered after 10 ms",
+                        "Latency 202", "submissions/s, half the end-to-end rate", "CPU s per 1,000 jobs",
+                        "Worker RSS", "Backlog"):
         assert measurement in table
 
 
