@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: run test setup services venv lint bench
+.PHONY: run test setup services venv lint bench cluster cluster-stop
 
 # Flower keeps its task history in var/flower.db (--persistent), so it survives a restart.
 run: setup
@@ -49,3 +49,12 @@ bench: services
 
 lint: venv
 	$(BIN)/ruff check .
+
+# Three RabbitMQ nodes clustered on this machine (conveyor-1..3@localhost, AMQP 5681-5683, files in
+# var/cluster/); prints the CELERY_BROKER_URL that points Conveyor at all three. Run as root: Debian's
+# scripts run the nodes as the rabbitmq user. The default node on 5672 is never touched.
+cluster: venv
+	$(BIN)/python -m scripts.rabbitmq_cluster start
+
+cluster-stop: venv
+	$(BIN)/python -m scripts.rabbitmq_cluster stop
