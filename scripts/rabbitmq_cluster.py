@@ -133,10 +133,15 @@ def _port_taken(port: int) -> bool:
         return probe.connect_ex((HOST, port)) == 0
 
 
+def cluster_formation_config(name: str, node_names: Sequence[str]) -> str:
+    """rabbitmq.conf lines that make nodes find each other: here, and in compose's deploy/rabbitmq/cluster.conf."""
+    peers = "".join(f"cluster_formation.classic_config.nodes.{number} = {peer}\n"
+                    for number, peer in enumerate(node_names, 1))
+    return f"cluster_name = {name}\ncluster_formation.peer_discovery_backend = classic_config\n{peers}"
+
+
 def _files_write(node: Node, cluster: Cluster) -> None:
     """The node's own configuration, owned by the rabbitmq user; rewritten at each start of the node."""
-    peers = "".join(f"cluster_formation.classic_config.nodes.{number} = {peer.name}\n"
-                    for number, peer in enumerate(cluster.nodes, 1))
     files = {
         node.env_file: (
             f"# {node.name}, written by scripts/rabbitmq_cluster.py at each start.\n"
@@ -156,9 +161,7 @@ def _files_write(node: Node, cluster: Cluster) -> None:
             f"listeners.tcp.1 = {HOST}:{node.amqp_port}\n"
             f"management.tcp.ip = {HOST}\n"
             f"management.tcp.port = {node.management_port}\n"
-            f"cluster_name = {cluster.name}\n"
-            "cluster_formation.peer_discovery_backend = classic_config\n"
-            f"{peers}"
+            + cluster_formation_config(cluster.name, [peer.name for peer in cluster.nodes])
         ),
         node.directory / "enabled_plugins": "[rabbitmq_management].\n",
     }
