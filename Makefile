@@ -4,16 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: run test setup services venv lint bench
+.PHONY: run test setup services venv lint bench cluster cluster-stop
 
-# Flower keeps its task history in var/flower.db (--persistent), so it survives a restart.
+# Flower keeps its task history in var/flower.db (--persistent), so it survives a restart. It always asks
+# for a password: FLOWER_BASIC_AUTH when set, else one generated once into var/flower-auth (printed).
 run: setup
 	mkdir -p var
 	DJANGO_SETTINGS_MODULE=config.settings.local $(BIN)/python manage.py ensure_local_admin
 	@echo "Web http://127.0.0.1:8000/jobs/  Admin http://127.0.0.1:8000/admin/  Flower http://127.0.0.1:5555/"
-	@echo "Flower asks for a password only when FLOWER_BASIC_AUTH=user:password is set (environment or .env);"
-	@echo "without it, keep Flower on 127.0.0.1 (FLOWER_ADDRESS)."
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
+	FLOWER_BASIC_AUTH="$$($(BIN)/python -m scripts.flower_auth)" && export FLOWER_BASIC_AUTH \
+		&& PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
 # The browser tests drive Debian's Chromium through Playwright, which never downloads a browser here.
 test: setup
@@ -49,3 +49,12 @@ bench: services
 
 lint: venv
 	$(BIN)/ruff check .
+
+# Three RabbitMQ nodes clustered on this machine (conveyor-1..3@localhost, AMQP 5681-5683, files in
+# var/cluster/); prints the CELERY_BROKER_URL that points Conveyor at all three. Run as root: Debian's
+# scripts run the nodes as the rabbitmq user. The default node on 5672 is never touched.
+cluster: venv
+	$(BIN)/python -m scripts.rabbitmq_cluster start
+
+cluster-stop: venv
+	$(BIN)/python -m scripts.rabbitmq_cluster stop

@@ -1,0 +1,1 @@
+"""Operator scripts that `make` targets run: a local RabbitMQ cluster, Flower's password."""
