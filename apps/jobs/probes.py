@@ -66,7 +66,8 @@ def queues_depth(*, names: list[str] | None = None) -> list[QueueDepth]:
 
 def _queue_depth_from_api(name: str) -> QueueDepth:
     url = urlsplit(settings.CONVEYOR_BROKER_API)
-    vhost = quote(urlsplit(settings.CELERY_BROKER_URL).path[1:] or "/", safe="")
+    # CELERY_BROKER_URL may list several nodes (kombu's failover, `;` between); they share one vhost.
+    vhost = quote(urlsplit(settings.CELERY_BROKER_URL.split(";")[0]).path[1:] or "/", safe="")
     base = urlunsplit((url.scheme, url.hostname + (f":{url.port}" if url.port else ""), url.path, "", ""))
     response = requests.get(
         f"{base.rstrip('/')}/queues/{vhost}/{quote(broker.queue_name(name), safe='')}",

@@ -33,9 +33,19 @@ def _pg_start_commands() -> tuple[tuple[str, ...], ...]:
     return (*commands, ("systemctl", "start", "postgresql"), ("brew", "services", "start", "postgresql"))
 
 
+def broker_nodes() -> list[tuple[str, int]]:
+    """Host and port of each RabbitMQ node of CELERY_BROKER_URL: one URL, or several separated by `;`
+    (kombu's failover list, as `make cluster` prints it)."""
+    urls = [urlsplit(url.strip()) for url in settings.CELERY_BROKER_URL.split(";") if url.strip()]
+    return [(url.hostname or "127.0.0.1", url.port or 5672) for url in urls]
+
+
 def services_required() -> list[Service]:
     database = settings.DATABASES["default"]
-    broker = urlsplit(settings.CELERY_BROKER_URL)
+    nodes = broker_nodes()
+    # A cluster is up while any node answers (kombu moves to the next one), so check the first that does.
+    broker_host, broker_port = next((node for node in nodes if _port_answers(*node)), nodes[0])
+    single_node = len(nodes) == 1
     return [
         Service(
             name="PostgreSQL",
@@ -48,21 +58,29 @@ def services_required() -> list[Service]:
         ),
         Service(
             name="RabbitMQ",
-            host=broker.hostname or "127.0.0.1",
-            port=broker.port or 5672,
-            # start_app first: the node may be up with its application stopped (rabbitmqctl stop_app).
+            host=broker_host,
+            port=broker_port,
+            # start_app first: the node may be up with its application stopped (rabbitmqctl stop_app). A
+            # cluster's nodes are not the machine's default node: `make cluster` starts them, not this.
             start_commands=(("rabbitmqctl", "start_app"), ("rabbitmq-server", "-detached"),
-                            ("systemctl", "start", "rabbitmq-server"), ("brew", "services", "start", "rabbitmq")),
-            compose_service="rabbitmq",
+                            ("systemctl", "start", "rabbitmq-server"),
+                            ("brew", "services", "start", "rabbitmq")) if single_node else (),
+            compose_service="rabbitmq" if single_node else "",
             install_hint="Install RabbitMQ 3.10 or newer (Debian/Ubuntu: `apt-get install rabbitmq-server`; "
-            "macOS: `brew install rabbitmq`) or Docker, then run this again.",
+            "macOS: `brew install rabbitmq`) or Docker, then run this again." if single_node else
+            "No node of CELERY_BROKER_URL answers: start the cluster (`make cluster` for the one on this "
+            "machine), then run this again.",
         ),
     ]
 
 
 def service_answers(service: Service, timeout: float = 1.0) -> bool:
+    return _port_answers(service.host, service.port, timeout)
+
+
+def _port_answers(host: str, port: int, timeout: float = 1.0) -> bool:
     try:
-        with socket.create_connection((service.host, service.port), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
         return False
@@ -96,7 +114,7 @@ def service_ensure_running(service: Service, *, log=print, wait_seconds: float =
             subprocess.run(command, capture_output=True, timeout=120)
             if _wait_for(service, wait_seconds):
                 return "started"
-        if _docker_engine_runs():
+        if service.compose_service and _docker_engine_runs():
             log(f"Starting {service.name} with docker compose ({service.compose_service})")
             subprocess.run(["docker", "compose", "up", "-d", service.compose_service], check=True, timeout=600)
             if _wait_for(service, wait_seconds * 2):

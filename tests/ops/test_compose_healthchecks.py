@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from config import broker
 from tests.ops.test_deployment import compose_command, compose_services
 from tests.processes import Process, free_port, process_start, queues_reset, subprocess_env, wait_until
 
@@ -94,13 +93,11 @@ def test_web_healthcheck_passes_while_gunicorn_serves_with_any_allowed_hosts_and
 def test_worker_healthcheck_passes_while_the_worker_consumes_and_fails_while_it_cannot(start):
     services = compose_services()
     host = f"hc{uuid.uuid4().hex[:8]}"
-    queues_reset("default")
+    queues_reset("default", "reports")
     for name, queue in (("worker", "default"), ("worker-reports", "reports")):
         service = services[name]
-        # Given the service's own worker command, on this test's queue, on a host of its own (%h)
-        command = (compose_command(service).replace("%h", host)
-                   .replace(f"--queues {queue}", f"--queues {broker.queue_name('default')}")
-                   + " --without-gossip --without-mingle")
+        # Given the service's own worker command (its queues are this test's), named as on a host of its own
+        command = compose_command(service) + f" -- --hostname {queue}@{host} --without-gossip --without-mingle"
         worker = start(name, command, subprocess_env())
         wait_until(lambda: " ready." in worker.output() or worker.popen.poll() is not None,  # noqa: B023
                    timeout=60, what=f"{name} to start")

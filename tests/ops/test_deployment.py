@@ -63,7 +63,8 @@ def test_scaled_services_have_no_fixed_name_host_name_or_host_port_and_workers_k
     for name in SCALED_SERVICES:
         assert not {"container_name", "hostname", "ports"} & services[name].keys(), name
     for name in ("worker", "worker-reports"):
-        assert re.search(r"--hostname \w+@%h\b", compose_command(services[name])), name
+        # run_worker names each worker <queue>@%h: %h is the container's own host name
+        assert re.search(r"run_worker \w+$", compose_command(services[name])), name
 
 
 def test_published_ports_listen_on_the_host_loopback_only():
@@ -91,7 +92,7 @@ def test_web_healthcheck_gets_healthz_on_its_own_port_with_a_host_django_allows(
 def test_worker_healthchecks_ping_the_node_name_their_command_gives_the_worker():
     services = compose_services()
     for name in ("worker", "worker-reports"):
-        node = re.search(r"--hostname (\w+)@%h", compose_command(services[name])).group(1)
+        node = re.search(r"run_worker (\w+)$", compose_command(services[name])).group(1)  # <queue>@%h
         check = services[name]["healthcheck"]
         assert check["test"][0] == "CMD-SHELL", name
         command = shlex.split(check["test"][1].replace("$$", "$"))

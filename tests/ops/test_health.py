@@ -31,3 +31,14 @@ def test_readyz_answers_503_naming_the_broker_when_it_does_not_answer(client, se
     assert body["database"] == "ok"
     assert body["broker"].startswith("unavailable: ")
     assert health.status_code == 200
+
+
+def test_a_cluster_url_lists_every_node_and_the_bootstrap_checks_one_that_answers(settings):
+    from apps.ops.bootstrap import broker_nodes, services_required
+
+    # given the failover list `make cluster` prints, whose first node is down and second is this machine's
+    settings.CELERY_BROKER_URL = "amqp://guest:guest@127.0.0.1:1//;amqp://guest:guest@127.0.0.1:5672//"
+    assert broker_nodes() == [("127.0.0.1", 1), ("127.0.0.1", 5672)]
+    # then make run / make test check the node that answers, and never try to start the machine's own node
+    rabbitmq = next(service for service in services_required() if service.name == "RabbitMQ")
+    assert (rabbitmq.port, rabbitmq.start_commands, rabbitmq.compose_service) == (5672, (), "")
