@@ -94,7 +94,9 @@ def test_a_duplicate_message_of_a_finished_job_is_not_run_again(start_worker):
 
 
 def test_a_worker_that_cannot_reach_postgresql_sends_the_job_back_to_run_later(start_worker):
-    cut_off = start_worker(DATABASE_URL="postgres://postgres@127.0.0.1:1/unreachable")
+    # It holds the message while it waits for PostgreSQL; stopped, it hands the message back at once.
+    cut_off = start_worker(DATABASE_URL="postgres://postgres@127.0.0.1:1/unreachable", REMAP_SIGTERM="SIGQUIT",
+                           CONVEYOR_WORKER_SOFT_SHUTDOWN_TIMEOUT="1")
     job = submit("diagnostics.noop")
     wait_until(lambda: "PostgreSQL is unreachable" in cut_off.output(), timeout=30, what="the worker to give up")
     cut_off.stop()
