@@ -164,15 +164,15 @@ class ApiToken(models.Model):
 
 class JobTally(models.Model):
     """Counts PostgreSQL keeps as jobs change (the triggers of migration 0004), so /metrics and the dashboard
-    read a few hundred rows whatever the number of jobs: jobs by status now (`status:<status>`), jobs
-    submitted and finished, attempts by outcome, and the duration and start-latency histograms
-    (apps/jobs/tallies.py names them). Each PostgreSQL backend adds to its own shard, so workers never wait
-    on each other's counts; a reading sums the shards."""
+    read a few hundred rows whatever the number of jobs: the moves of jobs between states, and attempts and
+    first starts by how long they took (apps/jobs/tallies.py names them and derives the rest). Each PostgreSQL
+    backend adds to its own shard, so workers never wait on each other's counts; a reading sums the shards."""
 
     kind = models.CharField(max_length=100)  # "" for counts of no kind (jobs reconciled)
     name = models.CharField(max_length=40)
     shard = models.SmallIntegerField()
-    value = models.FloatField(default=0)
+    value = models.FloatField(default=0)  # how many
+    total = models.FloatField(default=0)  # their seconds, for the histograms' sums
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["kind", "name", "shard"], name="job_tally_unique")]

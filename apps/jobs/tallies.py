@@ -2,13 +2,16 @@
 jobs at each reading (a million jobs took 0.2-0.5 s a scrape). The names and histogram bounds live here;
 migration 0004 builds its triggers from TALLY_SQL.
 
-Names, per job kind:
-- `submitted`; `status:<status>` (jobs in that status now); `finished:<status>` (jobs that reached it);
-- `attempt:<outcome>` (attempts that ended so), `duration:<i>` and `duration_sum` (their run time);
-- `latency:<i>` and `latency_sum` (submission to first start);
+What the triggers write, per job kind, as few rows as a change needs (each row an upsert that every job pays for):
+- `moves:<from>><to>`: jobs that moved between two states (`from` empty for a new job, `to` empty for one
+  deleted); one row per change of state;
+- `attempt:<outcome>:<i>`: attempts that ended so, by duration, with their seconds in `total`;
+- `latency:<i>`: first starts, by the time since submission, with their seconds in `total`;
 - `reconciled` (kind ""): jobs the lifeline dispatched again.
 `<i>` is the index of the first bound at or above the value in DURATION_BUCKETS or LATENCY_BUCKETS, or their
-length for larger values.
+length for larger values. `tallies_read` derives what readers want from them: `submitted`, `status:<status>`
+(jobs in it now), `finished:<status>`, `attempt:<outcome>`, `duration:<i>`, `duration_sum`, `latency:<i>`,
+`latency_sum`, `reconciled`.
 """
 from collections import defaultdict
 from datetime import datetime, timedelta
@@ -17,7 +20,7 @@ from itertools import pairwise
 from django.db import connection
 from django.db.models import Sum
 
-from apps.jobs.models import JobTally, JobTallyMinute
+from apps.jobs.models import Job, JobTally, JobTallyMinute
 
 # Rows per count: each PostgreSQL backend adds to shard pg_backend_pid() % SHARDS, so concurrent workers
 # rarely touch the same row, and none waits for another's commit to count.
@@ -38,39 +41,36 @@ def _bucket_sql(bounds: tuple[float, ...], seconds: str) -> str:
 
 # The triggers; written once by migration 0004 (a later change of bounds needs a migration of its own).
 TALLY_SQL = f"""
-CREATE FUNCTION jobs_tally(p_kind text, p_names text[], p_deltas float8[]) RETURNS void LANGUAGE sql AS $$
+CREATE FUNCTION jobs_tally(p_kind text, p_names text[], p_values float8[], p_totals float8[]) RETURNS void
+LANGUAGE sql AS $$
     -- Sorted, so two statements that touch the same rows lock them in the same order.
-    INSERT INTO jobs_jobtally (kind, name, shard, value)
-    SELECT p_kind, name, pg_backend_pid() % {SHARDS}, delta FROM unnest(p_names, p_deltas) AS t (name, delta)
+    INSERT INTO jobs_jobtally (kind, name, shard, value, total)
+    SELECT p_kind, name, pg_backend_pid() % {SHARDS}, value, total
+    FROM unnest(p_names, p_values, p_totals) AS t (name, value, total)
     ORDER BY name
-    ON CONFLICT (kind, name, shard) DO UPDATE SET value = jobs_jobtally.value + EXCLUDED.value
+    ON CONFLICT (kind, name, shard) DO UPDATE
+    SET value = jobs_jobtally.value + EXCLUDED.value, total = jobs_jobtally.total + EXCLUDED.total
 $$;
 
 CREATE FUNCTION jobs_job_tally() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    names text[];
-    deltas float8[];
     waited float8;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        PERFORM jobs_tally(NEW.kind, ARRAY['submitted', 'status:' || NEW.status], ARRAY[1, 1]::float8[]);
-        RETURN NULL;
+        PERFORM jobs_tally(NEW.kind, ARRAY['moves:>' || NEW.status], ARRAY[1::float8], ARRAY[0::float8]);
     ELSIF TG_OP = 'DELETE' THEN
-        PERFORM jobs_tally(OLD.kind, ARRAY['status:' || OLD.status], ARRAY[-1]::float8[]);
-        RETURN NULL;
-    END IF;
-    names := ARRAY['status:' || OLD.status, 'status:' || NEW.status];
-    deltas := ARRAY[-1, 1]::float8[];
-    IF NEW.status IN ('succeeded', 'failed', 'cancelled') THEN
-        names := names || ('finished:' || NEW.status);
-        deltas := deltas || 1::float8;
-    END IF;
-    IF OLD.attempts = 0 AND NEW.attempts = 1 THEN
+        PERFORM jobs_tally(OLD.kind, ARRAY['moves:' || OLD.status || '>'], ARRAY[1::float8], ARRAY[0::float8]);
+    ELSIF OLD.attempts = 0 AND NEW.attempts = 1 THEN
         waited := greatest(0, extract(epoch FROM NEW.started_at - NEW.created_at));
-        names := names || ARRAY['latency:' || {_bucket_sql(LATENCY_BUCKETS, "waited")}, 'latency_sum'];
-        deltas := deltas || ARRAY[1, waited];
+        PERFORM jobs_tally(
+            NEW.kind,
+            ARRAY['moves:' || OLD.status || '>' || NEW.status, 'latency:' || {_bucket_sql(LATENCY_BUCKETS, "waited")}],
+            ARRAY[1, 1]::float8[], ARRAY[0, waited]
+        );
+    ELSE
+        PERFORM jobs_tally(NEW.kind, ARRAY['moves:' || OLD.status || '>' || NEW.status], ARRAY[1::float8],
+                           ARRAY[0::float8]);
     END IF;
-    PERFORM jobs_tally(NEW.kind, names, deltas);
     RETURN NULL;
 END
 $$;
@@ -86,8 +86,8 @@ DECLARE
 BEGIN
     PERFORM jobs_tally(
         (SELECT kind FROM jobs_job WHERE id = NEW.job_id),
-        ARRAY['attempt:' || NEW.outcome, 'duration:' || {_bucket_sql(DURATION_BUCKETS, "ran")}, 'duration_sum'],
-        ARRAY[1, 1, ran]
+        ARRAY['attempt:' || NEW.outcome || ':' || {_bucket_sql(DURATION_BUCKETS, "ran")}], ARRAY[1::float8],
+        ARRAY[ran]
     );
     RETURN NULL;
 END
@@ -96,33 +96,23 @@ $$;
 CREATE TRIGGER jobs_jobattempt_tally AFTER UPDATE OF outcome ON jobs_jobattempt
     FOR EACH ROW WHEN (OLD.outcome = 'running' AND NEW.outcome <> 'running') EXECUTE FUNCTION jobs_jobattempt_tally();
 
--- The jobs already there, counted once.
-INSERT INTO jobs_jobtally (kind, name, shard, value)
-SELECT kind, name, 0, sum(value) FROM (
-    SELECT kind, 'submitted' AS name, count(*)::float8 AS value FROM jobs_job GROUP BY kind
-    UNION ALL SELECT kind, 'status:' || status, count(*) FROM jobs_job GROUP BY kind, status
-    UNION ALL SELECT kind, 'finished:' || status, count(*) FROM jobs_job
-        WHERE status IN ('succeeded', 'failed', 'cancelled') GROUP BY kind, status
-    UNION ALL SELECT job.kind, 'attempt:' || attempt.outcome, count(*)
-        FROM jobs_jobattempt attempt JOIN jobs_job job ON job.id = attempt.job_id
-        WHERE attempt.outcome <> 'running' GROUP BY job.kind, attempt.outcome
-    UNION ALL SELECT kind, 'duration:' || bucket, count(*) FROM (
-        SELECT job.kind, {_bucket_sql(DURATION_BUCKETS, "extract(epoch FROM attempt.finished_at - attempt.started_at)")}
-            AS bucket
+-- The jobs already there, counted once: each as a new job that moved straight to its status now.
+INSERT INTO jobs_jobtally (kind, name, shard, value, total)
+SELECT kind, name, 0, sum(value), sum(total) FROM (
+    SELECT kind, 'moves:>' || status AS name, count(*)::float8 AS value, 0::float8 AS total
+        FROM jobs_job GROUP BY kind, status
+    UNION ALL SELECT kind, 'attempt:' || outcome || ':' || bucket, count(*), sum(ran) FROM (
+        SELECT job.kind, attempt.outcome,
+            greatest(0, extract(epoch FROM attempt.finished_at - attempt.started_at)) AS ran,
+            {_bucket_sql(DURATION_BUCKETS, "extract(epoch FROM attempt.finished_at - attempt.started_at)")} AS bucket
         FROM jobs_jobattempt attempt JOIN jobs_job job ON job.id = attempt.job_id
         WHERE attempt.outcome <> 'running' AND attempt.finished_at IS NOT NULL
-    ) AS ran GROUP BY kind, bucket
-    UNION ALL SELECT job.kind, 'duration_sum', sum(extract(epoch FROM attempt.finished_at - attempt.started_at))
-        FROM jobs_jobattempt attempt JOIN jobs_job job ON job.id = attempt.job_id
-        WHERE attempt.outcome <> 'running' AND attempt.finished_at IS NOT NULL GROUP BY job.kind
-    UNION ALL SELECT kind, 'latency:' || bucket, count(*) FROM (
-        SELECT job.kind, {_bucket_sql(LATENCY_BUCKETS, "extract(epoch FROM attempt.started_at - job.created_at)")}
-            AS bucket
+    ) AS ended GROUP BY kind, outcome, bucket
+    UNION ALL SELECT kind, 'latency:' || bucket, count(*), sum(waited) FROM (
+        SELECT job.kind, greatest(0, extract(epoch FROM attempt.started_at - job.created_at)) AS waited,
+            {_bucket_sql(LATENCY_BUCKETS, "extract(epoch FROM attempt.started_at - job.created_at)")} AS bucket
         FROM jobs_jobattempt attempt JOIN jobs_job job ON job.id = attempt.job_id WHERE attempt.number = 1
-    ) AS waited GROUP BY kind, bucket
-    UNION ALL SELECT job.kind, 'latency_sum', sum(greatest(0, extract(epoch FROM attempt.started_at - job.created_at)))
-        FROM jobs_jobattempt attempt JOIN jobs_job job ON job.id = attempt.job_id WHERE attempt.number = 1
-        GROUP BY job.kind
+    ) AS first GROUP BY kind, bucket
 ) AS counted GROUP BY kind, name;
 """
 
@@ -132,37 +122,62 @@ DROP FUNCTION jobs_jobattempt_tally();
 DROP TRIGGER jobs_job_tally_status ON jobs_job;
 DROP TRIGGER jobs_job_tally ON jobs_job;
 DROP FUNCTION jobs_job_tally();
-DROP FUNCTION jobs_tally(text, text[], float8[]);
+DROP FUNCTION jobs_tally(text, text[], float8[], float8[]);
 DELETE FROM jobs_jobtally;
 """
 
 
 def tallies_read() -> dict[tuple[str, str], float]:
-    """Every tally now, summed over its shards: (kind, name) -> value."""
-    rows = JobTally.objects.values_list("kind", "name").annotate(total=Sum("value")).order_by()
-    return {(kind, name): total for kind, name, total in rows}
+    """Every tally now, summed over its shards and derived into what readers want (see the module):
+    (kind, name) -> value."""
+    rows = JobTally.objects.values_list("kind", "name").annotate(count=Sum("value"), seconds=Sum("total")).order_by()
+    derived: dict[tuple[str, str], float] = defaultdict(float)
+    for kind, name, count, seconds in rows:
+        family, _, rest = name.partition(":")
+        if family == "moves":
+            source, target = rest.split(">")
+            if not source:
+                derived[kind, "submitted"] += count
+            if source:
+                derived[kind, f"status:{source}"] -= count
+            if target:
+                derived[kind, f"status:{target}"] += count
+            if target in Job.FINISHED:
+                derived[kind, f"finished:{target}"] += count
+        elif family == "attempt":
+            outcome, bucket = rest.split(":")
+            derived[kind, f"attempt:{outcome}"] += count
+            derived[kind, f"duration:{bucket}"] += count
+            derived[kind, "duration_sum"] += seconds
+        elif family == "latency":
+            derived[kind, name] += count
+            derived[kind, "latency_sum"] += seconds
+        else:
+            derived[kind, name] += count
+    return dict(derived)
 
 
 def tally_add(*, kind: str, name: str, delta: float) -> None:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT jobs_tally(%s, ARRAY[%s], ARRAY[%s]::float8[])", [kind, name, delta])
+        cursor.execute("SELECT jobs_tally(%s, ARRAY[%s], ARRAY[%s]::float8[], ARRAY[0]::float8[])",
+                       [kind, name, delta])
 
 
 def tallies_snapshot(*, minute: datetime) -> None:
-    """Record the growing tallies as they stand at `minute` (once a minute; a second call changes nothing), and
-    forget snapshots older than SNAPSHOT_DAYS."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            INSERT INTO {JobTallyMinute._meta.db_table} (minute, name, value)
-            SELECT %s, grown.name, coalesce(sum(tally.value), 0)
-            FROM unnest(%s::text[]) AS grown (name) LEFT JOIN {JobTally._meta.db_table} tally ON tally.name = grown.name
-            GROUP BY grown.name
-            ON CONFLICT (minute, name) DO NOTHING
-            """,
-            [minute, list(GROWING)],
-        )
+    """Record the growing tallies, summed over kinds, as they stand at `minute` (once a minute; a second call
+    changes nothing), and forget snapshots older than SNAPSHOT_DAYS."""
+    grown = _grown_now()
+    snapshot = [JobTallyMinute(minute=minute, name=name, value=grown[name]) for name in GROWING]
+    JobTallyMinute.objects.bulk_create(snapshot, ignore_conflicts=True)
     JobTallyMinute.objects.filter(minute__lt=minute - timedelta(days=SNAPSHOT_DAYS)).delete()
+
+
+def _grown_now() -> dict[str, float]:
+    totals: dict[str, float] = defaultdict(float)
+    for (_, name), value in tallies_read().items():
+        if name in GROWING:
+            totals[name] += value
+    return totals
 
 
 def tallies_grown_per_minute(*, since: datetime, now: datetime) -> tuple[datetime | None, list[tuple[datetime, dict]]]:
@@ -173,11 +188,7 @@ def tallies_grown_per_minute(*, since: datetime, now: datetime) -> tuple[datetim
         "minute", "name", "value"
     ):
         snapshots[minute][name] += value
-    totals: dict[str, float] = defaultdict(float)
-    for (_, name), value in tallies_read().items():
-        if name in GROWING:
-            totals[name] += value
-    points = [*sorted(snapshots.items()), (now, totals)]
+    points = [*sorted(snapshots.items()), (now, _grown_now())]
     if len(points) < 2:
         return None, []
     growth = [

@@ -61,6 +61,7 @@ class Migration(migrations.Migration):
                 ('name', models.CharField(max_length=40)),
                 ('shard', models.SmallIntegerField()),
                 ('value', models.FloatField(default=0)),
+                ('total', models.FloatField(default=0)),
             ],
         ),
         migrations.CreateModel(
