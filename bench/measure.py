@@ -228,11 +228,7 @@ def _queues() -> list[Any]:
 
 
 def _queues_reset() -> None:
-    """Declare the benchmark's queues (anew when their arguments changed) and empty them.
-
-    Never deleted: a deleted queue loses its delayed-delivery binding, and a retry still waiting
-    in RabbitMQ for it would block the delay queues every app on this broker shares.
-    """
+    """Declare the benchmark's queues (anew when their arguments changed) and empty them."""
     with conveyor_app.connection_for_write() as conn:
         for queue in _queues():
             try:

@@ -77,12 +77,8 @@ def process_start(name: str, command: list[str], env: dict[str, str]) -> Process
 
 
 def queues_reset(*names: str) -> None:
-    """Empty the test queues so no message of an earlier run reaches this one.
-
-    Purged, not deleted: deleting a queue drops its binding for delayed delivery, and a retry
-    still waiting in RabbitMQ for it would then block the shared delay queues. A queue whose
-    arguments changed since (a limit) is deleted and declared anew, as it must be.
-    """
+    """Empty the test queues so no message of an earlier run reaches this one. A queue whose arguments
+    changed since (a limit) is deleted and declared anew, as it must be."""
     with celery_app.connection_for_write() as conn:
         for name in names:
             queue = broker.dead_queue() if name == "dead" else broker.job_queue(name)

@@ -114,3 +114,15 @@ def stubborn_task(run: JobRun) -> dict:
 
 
 kind_register(JobKind("tests.stubborn", stubborn_task, GateForm, title="Stubborn"))
+
+
+class SizeForm(forms.Form):
+    size = forms.IntegerField(min_value=0)
+
+
+@shared_task(base=JobTask, name="tests.big_result")
+def big_result_task(run: JobRun) -> dict:
+    return {"blob": "x" * run.params["size"]}
+
+
+kind_register(JobKind("tests.big_result", big_result_task, SizeForm, title="Big result"))

@@ -72,3 +72,13 @@ def test_a_thread_pool_worker_past_its_memory_ceiling_finishes_and_exits(start_w
     worker = start_worker(CONVEYOR_WORKER_MAX_MEMORY_KB="1")
     wait_until(lambda: worker.popen.poll() is not None, timeout=30, what="the worker to exit")
     assert "over CONVEYOR_WORKER_MAX_MEMORY_KB" in worker.output()
+
+
+def test_a_result_over_the_limit_fails_the_job_saying_so_and_one_within_it_is_kept(start_worker):
+    start_worker(CONVEYOR_JOB_RESULT_MAX_BYTES="100")
+    small, large = submit("tests.big_result", size=10), submit("tests.big_result", size=1000)
+    wait_until(lambda: Job.objects.filter(id__in=[small.id, large.id], status__in=Job.FINISHED).count() == 2,
+               timeout=30, what="both jobs to finish")
+    assert JobAttempt.objects.get(job=small).result == {"blob": "x" * 10}
+    large.refresh_from_db()
+    assert large.status == "failed" and "the limit is 100 bytes (CONVEYOR_JOB_RESULT_MAX_BYTES)" in large.error

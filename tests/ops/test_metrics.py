@@ -2,7 +2,9 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -80,3 +82,17 @@ def test_metrics_refuse_a_missing_or_wrong_token(client):
 def test_metrics_are_off_until_a_token_is_set(client):
     response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer ")
     assert response.status_code == 403 and "CONVEYOR_METRICS_TOKEN" in response.content.decode()
+
+
+@override_settings(CONVEYOR_METRICS_TOKEN=TOKEN)
+def test_metrics_and_the_dashboard_count_nothing_over_the_jobs(client, django_user_model):
+    # given some history; when /metrics is scraped and the dashboard opened
+    _given_jobs_with_history()
+    client.force_login(django_user_model.objects.create_superuser("olga", password="olga-pass-123"))
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 200
+        assert client.get("/admin/jobs/job/dashboard/").status_code == 200
+    # then the only read of the jobs table is the outbox's count, which its partial index answers
+    reads = [query["sql"] for query in queries if 'FROM "jobs_job"' in query["sql"]]
+    assert len(reads) == 1 and '"jobs_job"."published_at" IS NULL' in reads[0], reads
+    assert not [query["sql"] for query in queries if 'FROM "jobs_jobattempt"' in query["sql"]]
