@@ -9,6 +9,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet, TextField
 from django.db.models.functions import Cast
+from django.utils import timezone
 
 from apps.jobs.models import ApiToken, Job, JobAttempt
 
@@ -54,8 +55,9 @@ def job_attempts(*, job: Job) -> list[JobAttempt]:
 
 
 def jobs_outbox_count() -> int:
-    """Jobs due for a message that is not published yet (the outbox's partial index counts them)."""
-    return Job.objects.filter(status__in=Job.WAITING, published_at__isnull=True).count()
+    """Jobs due for a message that is not published yet (the outbox's partial index counts them); a scheduled job
+    or a retry in its backoff is not due before its time."""
+    return Job.objects.filter(status__in=Job.WAITING, published_at__isnull=True, due_at__lte=timezone.now()).count()
 
 
 # Bearer tokens this process checked lately: key hash -> (good until, on the monotonic clock; user).
