@@ -118,8 +118,8 @@ class JobAdmin(admin.ModelAdmin):
     ordering = ["-created_at", "-id"]
     search_fields = ["id"]  # shows the search box; get_search_results does the searching
     search_help_text = (
-        "A job id, key=value inside params (e.g. seconds=2), an idempotency key, a trace id (X-Request-ID), "
-        "or words from params or the error."
+        "A job id, key=value inside params or a @task's keyword arguments (e.g. seconds=2), an idempotency key, "
+        "a trace id (X-Request-ID), or words from params or the error."
     )
     list_select_related = ["submitted_by"]
     list_per_page = 50

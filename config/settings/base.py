@@ -2,6 +2,7 @@
 from datetime import timedelta
 from pathlib import Path
 
+import django
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -30,6 +31,9 @@ INSTALLED_APPS = [
     "apps.reports",
     "apps.accounts",
     "apps.notifications",
+    "apps.tasks",
+    # Django's Tasks API is part of Django from 6.0 (django.tasks); before, the django-tasks package brings it.
+    *(["django_tasks"] if django.VERSION < (6, 0) else []),
 ]
 
 MIDDLEWARE = [
