@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.notifications",
     "apps.tasks",
+    "apps.schedules",
     # Django's Tasks API is part of Django from 6.0 (django.tasks); before, the django-tasks package brings it.
     *(["django_tasks"] if django.VERSION < (6, 0) else []),
 ]
@@ -250,6 +251,8 @@ CONVEYOR_SCHEDULE_TICK_SECONDS = env.float("CONVEYOR_SCHEDULE_TICK_SECONDS", def
 CONVEYOR_SCHEDULE_LATE_SECONDS = env.float("CONVEYOR_SCHEDULE_LATE_SECONDS", default=60.0)
 # Most schedules fired by one scheduler pass, each in a transaction of its own.
 CONVEYOR_SCHEDULE_BATCH_SIZE = env.int("CONVEYOR_SCHEDULE_BATCH_SIZE", default=100)
+# Recent slots each schedule keeps with their jobs (or why none was made), for the admin.
+CONVEYOR_SCHEDULE_RECENT = env.int("CONVEYOR_SCHEDULE_RECENT", default=10)
 # Django's Tasks API (django.tasks on Django 6.0+, the django-tasks package before): @task functions become
 # Conveyor jobs. QUEUES are the Conveyor queues a @task may name; OPTIONS set every @task's retry policy and
 # time limits unless the decorator or OPTIONS["TASKS"][<function path>] says otherwise (README, "Using Django's
