@@ -100,8 +100,8 @@ def retry_jobs(modeladmin, request, queryset) -> None:
     _act(request, queryset, services.job_retry, "Retried")
 
 
-@admin.action(description="Cancel selected jobs (queued, scheduled, retrying, or running and interruptible)",
-              permissions=["change"])
+@admin.action(description="Cancel selected jobs ({}, or running and interruptible)".format(
+    ", ".join(status for status in lifecycle.CANCEL.sources if status != Job.Status.RUNNING)), permissions=["change"])
 def cancel_jobs(modeladmin, request, queryset) -> None:
     _act(request, queryset, services.job_cancel, "Cancelled")
 

@@ -101,6 +101,17 @@ def test_a_scheduled_job_is_not_claimed_before_its_time_and_starts_from_its_mess
     lifecycle.attempt_release(job_id=str(job.id))
 
 
+def test_a_scheduled_job_is_not_outbox_backlog_before_its_time(client, settings):
+    # given a job due in an hour and one due now
+    settings.CONVEYOR_METRICS_TOKEN = "t"
+    for run_after in (timezone.now() + timedelta(hours=1), None):
+        lifecycle.job_record(job=Job(kind="diagnostics.noop", queue="default", params={}, run_after=run_after))
+    # then /metrics counts one job due for a message, and one job scheduled
+    text = client.get("/metrics", HTTP_AUTHORIZATION="Bearer t").content.decode()
+    assert "conveyor_outbox_backlog 1.0" in text
+    assert 'conveyor_jobs{kind="diagnostics.noop",status="scheduled"} 1.0' in text
+
+
 def test_a_cancelled_scheduled_job_leaves_the_outbox(transactional_db):
     job = Job(kind="diagnostics.noop", queue="default", params={}, run_after=timezone.now() + timedelta(seconds=1))
     lifecycle.job_record(job=job)

@@ -91,6 +91,17 @@ def test_a_schedule_whose_params_no_longer_fit_its_kind_says_why_and_goes_on():
     assert "seconds" in schedule.last_error and schedule.next_run_at == now + timedelta(minutes=1)
 
 
+def test_a_crontab_changed_on_its_own_moves_the_next_run_of_its_schedules():
+    # given a schedule at 09:00; when its crontab is changed (on django-celery-beat's admin page, say) to 17:00
+    crontab = CrontabSchedule.objects.create(minute="0", hour="9", timezone="UTC")
+    schedule = schedule_of(crontab=crontab, now=datetime(2030, 1, 1, tzinfo=UTC))
+    crontab.hour = "17"
+    crontab.save()
+    # then the schedule is due at 17:00
+    schedule.refresh_from_db()
+    assert (schedule.next_run_at.hour, schedule.next_run_at.minute) == (17, 0)
+
+
 def test_a_disabled_schedule_makes_no_job():
     now = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
     every = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.MINUTES)

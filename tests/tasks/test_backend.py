@@ -160,6 +160,10 @@ def test_a_result_maps_retrying_to_ready_with_its_errors_and_cancelled_to_failed
     assert result.errors[-1].exception_class_path == "apps.jobs.errors.JobCancelled"
     with pytest.raises(ValueError, match="Task failed"):
         _ = result.return_value
+    # and an operator's retry makes it READY again, its history kept
+    services.job_retry(job=job)
+    result.refresh()
+    assert (result.status, len(result.errors)) == (TaskResultStatus.READY, 1)
 
 
 @pytest.mark.parametrize(
@@ -185,7 +189,7 @@ def test_a_lost_attempt_is_an_error_of_its_own_class():
     assert error.exception_class_path == "apps.tasks.results.WorkerLost" and "died" in error.traceback
 
 
-def test_a_task_job_is_a_job_everywhere_but_not_submittable_through_the_api(api_client, admin_client):
+def test_a_task_job_is_a_job_everywhere_but_not_submittable_through_the_api(api_client, admin_client, settings):
     # given a task job
     result = task_functions.add.enqueue(20, b=22)
     # then the API reads it like any job, but refuses to submit one: only code and schedules do
@@ -199,6 +203,10 @@ def test_a_task_job_is_a_job_everywhere_but_not_submittable_through_the_api(api_
     assert str(result.id)[:8] in page and "tests.tasks.task_functions.add" in page
     assert admin_client.get(f"/admin/jobs/job/{result.id}/change/").status_code == 200
     assert admin_client.get(f"/jobs/{result.id}/").status_code == 200
+    # and /metrics counts it under its function's path
+    settings.CONVEYOR_METRICS_TOKEN = "t"
+    metrics = admin_client.get("/metrics", HTTP_AUTHORIZATION="Bearer t").content.decode()
+    assert 'conveyor_jobs_submitted_total{kind="tests.tasks.task_functions.add"} 1.0' in metrics
 
 
 @pytest.mark.skipif(django.VERSION >= (6, 0), reason="Django 6.0's @task takes no extra arguments")
