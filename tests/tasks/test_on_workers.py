@@ -12,6 +12,11 @@ from tests.tasks import task_functions
 pytestmark = pytest.mark.integration
 
 
+def logged(process, line: str) -> bool:
+    """Whether `process` has written `line` (for wait_until: task_finished comes just after the outcome is stored)."""
+    return line in process.output()
+
+
 def finished(result):
     """`result` refreshed, if its task has finished (for wait_until)."""
     result.refresh()
@@ -34,9 +39,9 @@ def test_a_task_enqueued_in_a_rolled_back_transaction_never_runs_and_a_committed
     # and the rolled-back one left nothing to run: one job, one attempt
     assert Job.objects.count() == 1 and JobAttempt.objects.count() == 1
     # and Django's signals fired in the worker, task_finished once the outcome was stored
-    output = worker.output()
-    assert f"signal task_started id={result.id} status=RUNNING attempts=1" in output
-    assert f"signal task_finished id={result.id} status=SUCCESSFUL attempts=1" in output
+    wait_until(lambda: logged(worker, f"signal task_finished id={result.id} status=SUCCESSFUL attempts=1"),
+               timeout=10, what="task_finished")
+    assert f"signal task_started id={result.id} status=RUNNING attempts=1" in worker.output()
 
 
 def test_a_failing_task_shows_its_error_class_and_traceback(worker):
@@ -48,7 +53,8 @@ def test_a_failing_task_shows_its_error_class_and_traceback(worker):
     assert "the card was declined" in error.traceback and "task_functions.py" in error.traceback
     with pytest.raises(ValueError, match="Task failed"):
         _ = result.return_value
-    assert f"signal task_finished id={result.id} status=FAILED attempts=1" in worker.output()
+    wait_until(lambda: logged(worker, f"signal task_finished id={result.id} status=FAILED attempts=1"), timeout=10,
+               what="task_finished")
 
 
 def test_takes_context_sees_the_attempt_number_across_retries(worker):
@@ -61,6 +67,7 @@ def test_takes_context_sees_the_attempt_number_across_retries(worker):
     assert [error.exception_class_path for error in result.errors] == ["builtins.ConnectionError"] * 2
     assert "attempt 2 cannot connect" in result.errors[1].traceback
     # task_started came at each attempt, task_finished once, at the end
+    wait_until(lambda: logged(worker, f"signal task_finished id={result.id}"), timeout=10, what="task_finished")
     output = worker.output()
     assert [f"id={result.id} status=RUNNING attempts={n}" in output for n in (1, 2, 3)] == [True] * 3
     assert output.count(f"signal task_finished id={result.id}") == 1
