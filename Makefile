@@ -21,7 +21,7 @@ run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
 # The browser tests drive Debian's Chromium through Playwright, which never downloads a browser here. Then the
-# Tasks backend's tests again on Django 6.0 (tests/tasks; about 45 s, plus about 40 s to build its venv once).
+# Tasks backend's tests again on Django 6.0 (tests/tasks: 30 to 45 s here, plus 12 s to build its venv once).
 test: setup venv-django6
 	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python manage.py ensure_services
 	test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
