@@ -1,15 +1,19 @@
 """Real processes for the tests, as `make run` starts them: outbox relays and Celery workers on the test
 database and `test-` queues, PostgreSQL and RabbitMQ stopped and started for real; and the helpers that wait on
 them. A pytest plugin (tests/conftest.py's pytest_plugins), so every test module can ask for its fixtures."""
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from amqp.exceptions import PreconditionFailed
@@ -103,14 +107,21 @@ def dead_letter_ids() -> list[str]:
     return ids
 
 
-def relay_start(**env: str) -> Process:
-    """An outbox relay process, as `make run` runs it: it publishes the jobs a test submits."""
+def relay_start(*, ready: bool = True, **env: str) -> Process:
+    """An outbox relay process, as `make run` runs it: it publishes the jobs a test submits (and runs the lifeline
+    and the scheduler). Unless `ready` is False, returned once it is under way."""
     command = [sys.executable, "manage.py", "relay_outbox", "--include", "tests.integration.kinds_for_tests"]
     process = process_start("relay", command, subprocess_env(**{"CONVEYOR_RELAY_INTERVAL_SECONDS": "0.5", **env}))
-    wait_until(lambda: "outbox relay started" in process.output() or process.popen.poll() is not None, timeout=60,
-               what="the relay to start")
-    assert process.popen.poll() is None, f"The relay exited at start:\n{process.output()[-3000:]}"
+    if ready:
+        process_ready(process, marker="outbox relay started")
     return process
+
+
+def process_ready(process: Process, *, marker: str) -> None:
+    """Wait until `process` has written `marker` to its log; fail if it exits first."""
+    wait_until(lambda: marker in process.output() or process.popen.poll() is not None, timeout=60,
+               what=f"{process.name} to start")
+    assert process.popen.poll() is None, f"{process.name} exited at start:\n{process.output()[-3000:]}"
 
 
 @pytest.fixture
@@ -124,9 +135,10 @@ def relay(transactional_db) -> Iterator[Process]:
 def start_worker(transactional_db, relay) -> Iterator[Callable[..., Process]]:
     started: list[Process] = []
 
-    def start(*, concurrency: int = 2, queue: str = "default", **env: str) -> Process:
+    def start(*, concurrency: int = 2, queue: str = "default", ready: bool = True, **env: str) -> Process:
         """A worker of one job queue, started as the Procfile starts it (run_worker: the pool the queue
-        declares); `env` overrides settings, e.g. a shorter timeout or CONVEYOR_QUEUE_POOLS."""
+        declares); `env` overrides settings, e.g. a shorter timeout or CONVEYOR_QUEUE_POOLS. Unless `ready` is
+        False, returned once it consumes."""
         name = f"worker-{uuid.uuid4().hex[:6]}"
         command = [
             sys.executable, "manage.py", "run_worker", queue, "--concurrency", str(concurrency), "--",
@@ -135,9 +147,8 @@ def start_worker(transactional_db, relay) -> Iterator[Callable[..., Process]]:
         ]
         process = process_start(name, command, subprocess_env(**env))
         started.append(process)
-        wait_until(lambda: " ready." in process.output() or process.popen.poll() is not None, timeout=60,
-                   what=f"{name} to start")
-        assert process.popen.poll() is None, f"{name} exited at start:\n{process.output()[-3000:]}"
+        if ready:
+            process_ready(process, marker=" ready.")
         return process
 
     queues_reset("default", "reports", "dead", "held")
@@ -149,6 +160,71 @@ def start_worker(transactional_db, relay) -> Iterator[Callable[..., Process]]:
 @pytest.fixture
 def worker(start_worker) -> Process:
     return start_worker()
+
+
+class BrokerLink:
+    """A TCP path to RabbitMQ on loopback that a test cuts and restores. For a process connected through it, a cut
+    link is RabbitMQ gone: its connections drop and new ones are refused, while RabbitMQ itself, which other test
+    runs on the machine share, keeps running."""
+
+    def __init__(self) -> None:
+        target = urlsplit(settings.CELERY_BROKER_URL)
+        self.target = (target.hostname or "127.0.0.1", target.port or 5672)
+        self.port = free_port()
+        self.url = target._replace(netloc=f"{target.netloc.rpartition('@')[0]}@127.0.0.1:{self.port}").geturl()
+        self._listener: socket.socket | None = None
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def up(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        """Refuse new connections and cut the open ones (shut down first: a socket closed while another thread
+        waits on it would stay open until that wait ends)."""
+        with self._lock:
+            sockets = [self._listener, *self._open] if self._listener is not None else [*self._open]
+            self._listener = None
+            self._open.clear()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                return  # the link was cut
+            upstream.settimeout(None)
+            with self._lock:
+                self._open.update((client, upstream))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            sock.close()
+
+
+@pytest.fixture
+def broker_link() -> Iterator[BrokerLink]:
+    link = BrokerLink()
+    link.up()
+    yield link
+    link.down()
 
 
 def job_finished(job: Job) -> Job | None:

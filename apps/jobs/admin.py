@@ -30,6 +30,7 @@ admin.site.site_title = "Conveyor"
 
 STATUS_COLOURS = {
     Job.Status.QUEUED: "#5b6b84",
+    Job.Status.SCHEDULED: "#6b46c1",
     Job.Status.RUNNING: "#1f6feb",
     Job.Status.RETRYING: "#b7791f",
     Job.Status.SUCCEEDED: "#2f855a",
@@ -99,8 +100,8 @@ def retry_jobs(modeladmin, request, queryset) -> None:
     _act(request, queryset, services.job_retry, "Retried")
 
 
-@admin.action(description="Cancel selected jobs (queued, retrying, or running and interruptible)",
-              permissions=["change"])
+@admin.action(description="Cancel selected jobs ({}, or running and interruptible)".format(
+    ", ".join(status for status in lifecycle.CANCEL.sources if status != Job.Status.RUNNING)), permissions=["change"])
 def cancel_jobs(modeladmin, request, queryset) -> None:
     _act(request, queryset, services.job_cancel, "Cancelled")
 
@@ -117,8 +118,8 @@ class JobAdmin(admin.ModelAdmin):
     ordering = ["-created_at", "-id"]
     search_fields = ["id"]  # shows the search box; get_search_results does the searching
     search_help_text = (
-        "A job id, key=value inside params (e.g. seconds=2), an idempotency key, a trace id (X-Request-ID), "
-        "or words from params or the error."
+        "A job id, key=value inside params or a @task's keyword arguments (e.g. seconds=2), an idempotency key, "
+        "a trace id (X-Request-ID), or words from params or the error."
     )
     list_select_related = ["submitted_by"]
     list_per_page = 50
@@ -132,8 +133,8 @@ class JobAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": [
             "id", "kind", "status_badge", "progress_bar", "progress_message", "queue", "attempts", "submitted_by",
-            "idempotency_key", "trace", "created_at", "due_at", "published_at", "generation", "started_at",
-            "finished_at", "duration", "elsewhere",
+            "idempotency_key", "trace", "created_at", "run_after", "due_at", "published_at", "generation",
+            "started_at", "finished_at", "duration", "elsewhere",
         ]}),
         ("Input and outcome", {"fields": ["params_pretty", "result_pretty", "error_text", "traceback_text"]}),
         ("Timeline", {"fields": ["timeline"]}),
@@ -141,7 +142,7 @@ class JobAdmin(admin.ModelAdmin):
     ]
     readonly_fields = [
         "id", "kind", "status_badge", "progress_bar", "progress_message", "queue", "attempts", "submitted_by",
-        "idempotency_key", "trace", "created_at", "due_at", "published_at", "generation", "started_at",
+        "idempotency_key", "trace", "created_at", "run_after", "due_at", "published_at", "generation", "started_at",
         "finished_at", "duration", "elsewhere", "params_pretty", "result_pretty", "error_text", "traceback_text",
         "timeline", "log_lines",
     ]
@@ -179,10 +180,14 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="status")
     def status_badge(self, job: Job) -> str:
-        return format_html(
+        badge = format_html(
             '<span class="job-status" style="background:{};color:#fff;padding:1px 7px;border-radius:9px">{}</span>',
             STATUS_COLOURS.get(job.status, "#5b6b84"), job.get_status_display(),
         )
+        if job.status == Job.Status.SCHEDULED and job.run_after is not None:
+            when = f"{timezone.localtime(job.run_after):%Y-%m-%d %H:%M:%S %Z}"
+            return format_html('{} <small class="job-run-after">for {}</small>', badge, when)
+        return badge
 
     @admin.display(description="progress")
     def progress_bar(self, job: Job) -> str:

@@ -8,20 +8,22 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.datastructures import MultiValueDict
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 
 from apps.jobs import selectors, services
 from apps.jobs.database import database_retried
-from apps.jobs.errors import ActionNotAllowed, IdempotencyKeyReused, JobParamsInvalid, UnknownKind
+from apps.jobs.errors import ActionNotAllowed, IdempotencyKeyReused, JobParamsInvalid, RunAfterInvalid, UnknownKind
 from apps.jobs.models import Job
 from apps.jobs.presenters import job_json, kind_json
-from apps.jobs.registry import kinds_all
+from apps.jobs.registry import kind_get, kinds_all
 
 logger = logging.getLogger(__name__)
 
@@ -129,19 +131,34 @@ def jobs(request: HttpRequest) -> JsonResponse:
     return _jobs_submit(request) if request.method == "POST" else _jobs_list(request)
 
 
-def _submission(request: HttpRequest) -> tuple[object, object, object, MultiValueDict | None]:
-    """(kind, params, idempotency key, files) from a JSON body, or from a multipart upload whose
-    fields are `kind`, `idempotency_key` and the params themselves."""
+def _submission(request: HttpRequest) -> tuple[object, object, object, object, MultiValueDict | None]:
+    """(kind, params, idempotency key, run_after, files) from a JSON body, or from a multipart upload whose
+    fields are `kind`, `idempotency_key`, `run_after` and the params themselves."""
     if request.content_type == "multipart/form-data":
         fields = request.POST.copy()
         kind, key = fields.pop("kind", [None])[-1], fields.pop("idempotency_key", [None])[-1]
-        return kind, fields, key, request.FILES
+        run_after = fields.pop("run_after", [None])[-1] or None
+        return kind, fields, key, run_after, request.FILES
     body = _json_body(request)
-    return body.get("kind"), body.get("params", {}), body.get("idempotency_key"), None
+    return body.get("kind"), body.get("params", {}), body.get("idempotency_key"), body.get("run_after"), None
+
+
+def _run_after(value: object) -> datetime | None:
+    """An ISO 8601 time with its UTC offset, or None."""
+    if value is None:
+        return None
+    try:
+        parsed = parse_datetime(value) if isinstance(value, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        message = f"'run_after' must be an ISO 8601 time with its UTC offset, e.g. 2030-01-31T09:00:00Z; got {value!r}."
+        raise ApiError(400, message, {"run_after": [message]})
+    return parsed
 
 
 def _jobs_submit(request: HttpRequest) -> JsonResponse:
-    kind, params, key, files = _submission(request)
+    kind, params, key, run_after, files = _submission(request)
     if not isinstance(kind, str) or not kind:
         raise ApiError(400, "Name the job kind in 'kind'; GET /api/kinds/ lists them.", {"kind": ["Required."]})
     if not isinstance(params, dict | QueryDict):
@@ -150,14 +167,21 @@ def _jobs_submit(request: HttpRequest) -> JsonResponse:
         message = "'idempotency_key' must be a string of 1 to 200 printable characters."
         raise ApiError(400, message, {"idempotency_key": [message]})
     try:
-        job, created = services.job_submit(
-            kind=kind, params=params, files=files, submitted_by=request.user, idempotency_key=key,
-            trace_id=request.request_id,
-        )
+        job_kind = kind_get(kind)
     except UnknownKind as exc:
         raise ApiError(400, str(exc), {"kind": [str(exc)]}) from None
+    if not job_kind.user_submittable:
+        message = f"Jobs of kind {kind} are submitted by code and schedules, not through the API."
+        raise ApiError(400, message, {"kind": [message]})
+    try:
+        job, created = services.job_submit(
+            kind=kind, params=params, files=files, submitted_by=request.user, idempotency_key=key,
+            trace_id=request.request_id, run_after=_run_after(run_after),
+        )
     except JobParamsInvalid as exc:
         raise ApiError(400, "The job's parameters are not valid.", exc.errors) from None
+    except RunAfterInvalid as exc:
+        raise ApiError(400, str(exc), {"run_after": [str(exc)]}) from None
     except IdempotencyKeyReused as exc:
         raise ApiError(409, str(exc), {"idempotency_key": [str(exc)]}) from None
     # The job as recorded, without result or attempts: a new job has neither, and the request
@@ -219,7 +243,7 @@ def _job_action(request: HttpRequest, job_id: uuid.UUID, action: Callable[..., J
 
 @api_endpoint("GET")
 def kinds(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"results": [kind_json(kind=kind) for kind in kinds_all()]})
+    return JsonResponse({"results": [kind_json(kind=kind) for kind in kinds_all() if kind.user_submittable]})
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -41,3 +41,7 @@ class IdempotencyKeyReused(Exception):
 
 class ActionNotAllowed(Exception):
     """An operator action does not apply to the job in its current state."""
+
+
+class RunAfterInvalid(Exception):
+    """A job's `run_after` is not a time it can wait for (naive, too far ahead, or long past)."""

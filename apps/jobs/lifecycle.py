@@ -2,18 +2,20 @@
 allows, and every transition as the one statement that makes it.
 
     submit ─▶ queued ──start──▶ running ──succeed──▶ succeeded
-                ▲  ▲             │ │ │  └──fail────▶ failed ─────┐
-                │  └─redispatch──┘ │ └─retry later─▶ retrying    │ retry (operator)
-                │   (message lost) │                 │  start ─▶ running
-                │                  └─ start again (a takeover: its worker died)
-                └──────────── retry (operator) ◀── cancelled ◀── cancel (operator): queued, retrying,
-                                                                  or running if the kind is interruptible
+      │         ▲  ▲             │ │ │  └──fail────▶ failed ─────┐
+      │         │  └─redispatch──┘ │ └─retry later─▶ retrying    │ retry (operator)
+      │         │   (message lost) │                 │  start ─▶ running
+      │         │                  └─ start again (a takeover: its worker died)
+      │         └──────────── retry (operator) ◀── cancelled ◀── cancel (operator): queued, scheduled,
+      │                                                          retrying, or running if interruptible
+      └─ run_after in the future ─▶ scheduled ──start (its run_after came)──▶ running
 
-The outbox: a job that waits for a message (queued or retrying) and whose message is not published is due
-for one at `due_at`. The relay (apps/jobs/relay.py) is the one publisher: it claims due jobs, which raises
-their `generation`, publishes a message carrying that number, and marks the confirmed ones published.
-Nothing else publishes a job's message: a retry after backoff, an operator's retry, a re-drive and a
-reconciled job are rows put back in the outbox.
+The outbox: a job that waits for a message (Job.WAITING: queued, scheduled or retrying) and whose message is
+not published is due for one at `due_at` (now, a scheduled job's run_after, or a retry's backoff). The relay
+(apps/jobs/relay.py) is the one publisher: it claims due jobs, which raises their `generation`, publishes a
+message carrying that number, and marks the confirmed ones published. Nothing else publishes a job's message:
+a deferred start, a retry after backoff, an operator's retry, a re-drive and a reconciled job are rows put
+back in (or waiting in) the outbox.
 
 The fence: a worker runs a message only if its generation is the job's current one and no live attempt holds
 the job. A running attempt holds a PostgreSQL session advisory lock keyed by the job, taken by the statement
@@ -60,13 +62,14 @@ class Transition:
 
 
 # Every transition a job can make; the statements below take their WHERE clauses from these.
-START = Transition("start", (Status.QUEUED, Status.RETRYING, Status.RUNNING), Status.RUNNING)  # running: a takeover
+# A scheduled job starts from the message the relay published once its run_after came; running: a takeover.
+START = Transition("start", (Status.QUEUED, Status.SCHEDULED, Status.RETRYING, Status.RUNNING), Status.RUNNING)
 SUCCEED = Transition("succeed", (Status.RUNNING,), Status.SUCCEEDED)
 RETRY_LATER = Transition("retry later", (Status.RUNNING,), Status.RETRYING)
 FAIL = Transition("fail", (Status.RUNNING,), Status.FAILED)
 RETRY = Transition("retry", (Status.FAILED, Status.CANCELLED), Status.QUEUED)
-CANCEL = Transition("cancel", (Status.QUEUED, Status.RETRYING, Status.RUNNING), Status.CANCELLED)
-REDISPATCH = Transition("redispatch", (Status.QUEUED, Status.RETRYING, Status.RUNNING), Status.QUEUED)
+CANCEL = Transition("cancel", (Status.QUEUED, Status.SCHEDULED, Status.RETRYING, Status.RUNNING), Status.CANCELLED)
+REDISPATCH = Transition("redispatch", (Status.QUEUED, Status.SCHEDULED, Status.RETRYING, Status.RUNNING), Status.QUEUED)
 TRANSITIONS = (START, SUCCEED, RETRY_LATER, FAIL, RETRY, CANCEL, REDISPATCH)
 
 # What an operator may do (pages, API, admin, re-drive), by the transition each action makes.
@@ -127,11 +130,16 @@ def _async_commit(sql: str) -> str:
 
 
 def job_record(*, job: Job) -> None:
-    """Write a new job: queued and due now (in the outbox), or in the caller's transaction if there is one.
+    """Write a new job, in the caller's transaction if there is one: queued and due now in the outbox, or,
+    when its run_after is in the future, scheduled and due then (the relay publishes it at that time).
 
     A plain INSERT: the ORM's took 0.3 ms of CPU to build, and this is every submission's one write.
     """
-    job.status, job.due_at = Status.QUEUED, job.due_at or timezone.now()
+    now = timezone.now()
+    if job.run_after is not None and job.run_after > now:
+        job.status, job.due_at = Status.SCHEDULED, job.run_after
+    else:
+        job.status, job.due_at = Status.QUEUED, job.due_at or now
     with connection.cursor() as cursor:
         cursor.execute(*row_insert_sql(job))
     job._state.adding, job._state.db = False, connection.alias
@@ -432,8 +440,8 @@ def job_retry(*, job: Job) -> Job:
 
 
 def job_cancel(*, job: Job, kind: JobKind | None) -> Job:
-    """Cancel a waiting job (it never runs), or a running one of an interruptible kind (it stops at its next
-    progress report)."""
+    """Cancel a waiting job, scheduled ones included (it never runs), or a running one of an interruptible kind
+    (it stops at its next progress report)."""
     return _job_act(job=job, action="cancel", kind=kind, changes={"finished_at": timezone.now(), "due_at": None})
 
 

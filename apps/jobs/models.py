@@ -1,7 +1,7 @@
 """Job records, their attempts, and API tokens.
 
 Who writes what ("one writer per fact"); every change of state is a statement of apps/jobs/lifecycle.py:
-- The web (submit, operator actions) writes what was asked: kind, params, queue, idempotency key,
+- The web (submit, operator actions) writes what was asked: kind, params, queue, idempotency key, run_after,
   trace id, submitter, created_at; operator actions move a job back to `queued` or to `cancelled`.
 - The outbox relay (apps/jobs/relay.py), the one publisher, writes each dispatch: the generation
   its message carries and published_at.
@@ -19,9 +19,25 @@ from django.db import models
 from django.db.models import Q
 
 
+def submitter_deleted(collector, field, sub_objs, using) -> None:
+    """on_delete of a job's submitter: the job stays, with no submitter, and its idempotency key is forgotten.
+
+    Jobs of no submitter (a schedule's, a @task's) share one space of keys (job_idempotency_key_system); a deleted
+    user's keys must not take their place there, and nobody can send them again anyway."""
+    # The key first: the rows are updated field by field, in this order, and a job of no submitter that still had
+    # the key would break the constraint.
+    collector.add_field_update(field.model._meta.get_field("idempotency_key"), None, sub_objs)
+    collector.add_field_update(field, None, sub_objs)
+
+
+submitter_deleted.lazy_sub_objs = True  # as SET_NULL: the rows are updated, never loaded
+
+
 class Job(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued"
+        # Deferred: waits for its run_after time in the outbox, then runs like a queued job.
+        SCHEDULED = "scheduled"
         RUNNING = "running"
         RETRYING = "retrying"
         SUCCEEDED = "succeeded"
@@ -29,9 +45,9 @@ class Job(models.Model):
         CANCELLED = "cancelled"
 
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
-    # States that wait for a message: the outbox publishes one, a worker starts the job from it (the
-    # partial indexes below name them too).
-    WAITING = (Status.QUEUED, Status.RETRYING)
+    # States that wait for a message: the outbox publishes one when it falls due, a worker starts the job from
+    # it (the partial indexes below and migration 0005's NOTIFY trigger name them too).
+    WAITING = (Status.QUEUED, Status.SCHEDULED, Status.RETRYING)
 
     # Also the Celery task id of every message of the job.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -42,12 +58,15 @@ class Job(models.Model):
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     trace_id = models.CharField(max_length=64, blank=True)
     submitted_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=submitter_deleted, related_name="jobs"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # The earliest time the job may start, as asked (`run_after`); a job submitted with one in the future is
+    # scheduled, due in the outbox at that time. Kept after it ran, as the record of what was asked.
+    run_after = models.DateTimeField(null=True, blank=True)
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    # The outbox: a job whose state calls for a message (queued or retrying) and whose message is not
+    # The outbox: a job whose state calls for a message (Job.WAITING) and whose message is not
     # published yet is due for one at due_at; the relay publishes it then. See apps/jobs/lifecycle.py.
     due_at = models.DateTimeField(null=True, blank=True)
     published_at = models.DateTimeField(null=True, blank=True)
@@ -83,12 +102,12 @@ class Job(models.Model):
             # The outbox, by due time: jobs whose next message is not published yet.
             models.Index(
                 fields=["due_at"], name="job_outbox",
-                condition=Q(published_at__isnull=True, status__in=["queued", "retrying"]),
+                condition=Q(published_at__isnull=True, status__in=["queued", "scheduled", "retrying"]),
             ),
             # The reconciler: per queue, jobs whose message was published and has not started them yet...
             models.Index(
                 fields=["queue", "published_at"], name="job_published_waiting",
-                condition=Q(published_at__isnull=False, status__in=["queued", "retrying"]),
+                condition=Q(published_at__isnull=False, status__in=["queued", "scheduled", "retrying"]),
             ),
             # ...and jobs marked running, oldest start first.
             models.Index(fields=["started_at"], name="job_running", condition=Q(status="running")),
@@ -98,6 +117,13 @@ class Job(models.Model):
                 fields=["submitted_by", "idempotency_key"],
                 condition=Q(idempotency_key__isnull=False),
                 name="job_idempotency_key_per_user",
+            ),
+            # Jobs of no submitter (schedules, @task code) share one space of keys: the constraint above treats
+            # two NULL submitters as distinct, so alone it would let two schedulers record one slot twice.
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                condition=Q(idempotency_key__isnull=False, submitted_by__isnull=True),
+                name="job_idempotency_key_system",
             ),
             models.CheckConstraint(condition=Q(progress__lte=100), name="job_progress_at_most_100"),
         ]

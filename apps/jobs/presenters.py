@@ -38,6 +38,7 @@ def job_json(*, job: Job, attempts: list[JobAttempt] | None = None) -> dict:
         "progress_message": job.progress_message,
         "error": job.error,
         "next_retry_at": _iso(job.due_at) if job.status == Job.Status.RETRYING else None,
+        "run_after": _iso(job.run_after),
         "idempotency_key": job.idempotency_key,
         "trace_id": job.trace_id,
         "created_at": _iso(job.created_at),

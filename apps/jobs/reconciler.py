@@ -4,7 +4,7 @@ the outbox; and prune finished jobs past their retention, with their attempts an
 A message can go missing after the relay published it: a queue purged or deleted, a message dead-lettered by
 RabbitMQ's own delivery limit, a node lost with its data. Nothing else would notice, so every
 CONVEYOR_RECONCILE_INTERVAL_SECONDS one pass, in one relay process at a time, looks for
-- jobs waiting (queued or retrying) that were published over CONVEYOR_RECONCILE_AFTER_SECONDS ago and never
+- jobs waiting (Job.WAITING) that were published over CONVEYOR_RECONCILE_AFTER_SECONDS ago and never
   started, in a queue that holds fewer messages than it has such jobs: the oldest of them, up to the
   shortfall, are dispatched again (a queue drained slowly by its workers holds a message for each, and is
   left alone);

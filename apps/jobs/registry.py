@@ -58,6 +58,9 @@ class JobKind:
     # JSON as `details`; `detail_template` shows them (and the result) on the job page.
     details: Callable[[Any], object] | None = None
     detail_template: str = ""
+    # Offered to users by the pages and the API. A @task function's kind is not (apps/tasks): its code enqueues
+    # it, an operator may schedule or retry it, but a user of the API must not call any function of the project.
+    user_submittable: bool = True
 
     def form_build(self, *, user: Any = None, **kwargs: Any) -> forms.Form:
         """The kind's form, bound when `data` is given; given the user when the kind asks for it."""
@@ -81,6 +84,12 @@ def kind_get(name: str) -> JobKind:
         return _kinds[name]
     except KeyError:
         raise UnknownKind(f"Unknown job kind {name!r}. Known kinds: {', '.join(sorted(_kinds))}.") from None
+
+
+def kind_find(name: str) -> JobKind | None:
+    """The kind named `name`, or None where this process does not have it (a @task module it never imported, a
+    kind since removed)."""
+    return _kinds.get(name)
 
 
 def kinds_all() -> list[JobKind]:

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet, TextField
 from django.db.models.functions import Cast
+from django.utils import timezone
 
 from apps.jobs.models import ApiToken, Job, JobAttempt
 
@@ -54,8 +55,9 @@ def job_attempts(*, job: Job) -> list[JobAttempt]:
 
 
 def jobs_outbox_count() -> int:
-    """Jobs due for a message that is not published yet (the outbox's partial index counts them)."""
-    return Job.objects.filter(status__in=Job.WAITING, published_at__isnull=True).count()
+    """Jobs due for a message that is not published yet (the outbox's partial index counts them); a scheduled job
+    or a retry in its backoff is not due before its time."""
+    return Job.objects.filter(status__in=Job.WAITING, published_at__isnull=True, due_at__lte=timezone.now()).count()
 
 
 # Bearer tokens this process checked lately: key hash -> (good until, on the monotonic clock; user).
@@ -89,8 +91,8 @@ def api_token_user(*, token: str) -> AbstractBaseUser | None:
 
 
 def jobs_search(*, jobs: QuerySet[Job], term: str) -> QuerySet[Job]:
-    """The admin's search: a job id; `key=value` inside params; else an idempotency key, a trace id,
-    or text in params or the error.
+    """The admin's search: a job id; `key=value` inside params (or a @task's keyword arguments); else an
+    idempotency key, a trace id, or text in params or the error.
 
     A value after `=` is matched as JSON too (`seconds=2` finds 2 and "2"); id, idempotency key and
     `key=value` use indexes, free text reads every job's params and error.
@@ -104,11 +106,15 @@ def jobs_search(*, jobs: QuerySet[Job], term: str) -> QuerySet[Job]:
         pass
     key, equals, value = term.partition("=")
     if equals and key and not any(character.isspace() for character in key):
-        matches = Q(params__contains={key: value})
+        values = [value]
         try:
-            matches |= Q(params__contains={key: json.loads(value)})
+            values.append(json.loads(value))
         except ValueError:
             pass
+        # A @task job's keyword arguments are inside params["kwargs"] (apps/tasks).
+        matches = Q()
+        for wanted in values:
+            matches |= Q(params__contains={key: wanted}) | Q(params__contains={"kwargs": {key: wanted}})
         return jobs.filter(matches)
     return jobs.annotate(params_text=Cast("params", TextField())).filter(
         Q(idempotency_key=term) | Q(trace_id=term) | Q(params_text__icontains=term) | Q(error__icontains=term)

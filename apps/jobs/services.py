@@ -7,6 +7,7 @@ import json
 import logging
 import secrets
 import uuid
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -15,12 +16,13 @@ from django.core.files.uploadedfile import UploadedFile
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.forms import Form
+from django.utils import timezone
 from django.utils.datastructures import MultiValueDict
 
 from apps.jobs import lifecycle
 from apps.jobs.context import trace_id_var
 from apps.jobs.database import database_retried
-from apps.jobs.errors import IdempotencyKeyReused, JobParamsInvalid, UnknownKind
+from apps.jobs.errors import IdempotencyKeyReused, JobParamsInvalid, RunAfterInvalid, UnknownKind
 from apps.jobs.models import ApiToken, Job
 from apps.jobs.registry import JobKind, kind_get
 from config import broker
@@ -47,6 +49,27 @@ def job_params_clean(
     return json.loads(json.dumps(cleaned, cls=DjangoJSONEncoder)), form
 
 
+def job_run_after_check(*, run_after: datetime | None) -> None:
+    """Whether a job can wait for `run_after` (the one rule the API, the forms and @task's `.using(run_after=)`
+    share), or RunAfterInvalid saying what to change. A time a little in the past runs now; one long past is
+    more likely a mistake (a wrong time zone) than a wish, and one too far ahead would wait beyond any sense."""
+    if run_after is None:
+        return
+    if timezone.is_naive(run_after):
+        raise RunAfterInvalid("run_after needs a time zone (e.g. 2030-01-31T09:00:00+01:00 or ...Z).")
+    now = timezone.now()
+    late, latest = settings.CONVEYOR_RUN_AFTER_MAX_PAST_SECONDS, settings.CONVEYOR_RUN_AFTER_MAX_DAYS
+    if run_after < now - timedelta(seconds=late):
+        raise RunAfterInvalid(
+            f"run_after {run_after.isoformat()} is more than {late:g} seconds in the past "
+            "(CONVEYOR_RUN_AFTER_MAX_PAST_SECONDS); leave it out to run the job now."
+        )
+    if run_after > now + timedelta(days=latest):
+        raise RunAfterInvalid(
+            f"run_after {run_after.isoformat()} is more than {latest} days ahead (CONVEYOR_RUN_AFTER_MAX_DAYS)."
+        )
+
+
 def job_submit(
     *,
     kind: str,
@@ -55,36 +78,52 @@ def job_submit(
     idempotency_key: str | None = None,
     trace_id: str = "",
     files: MultiValueDict | None = None,
+    run_after: datetime | None = None,
+    queue: str | None = None,
 ) -> tuple[Job, bool]:
-    """Record a job in the caller's transaction; the outbox relay publishes it once that commits.
+    """Record a job in the caller's transaction; the outbox relay publishes it once that commits, or at
+    `run_after` if that is later (the job is scheduled until then).
 
     Without a `trace_id` the job takes the current one: the web request's id, or in a worker the
     trace id of the job that submits it. Returns (job, created); created is False when the
-    idempotency key names an earlier job with the same kind and params (files compared by content),
-    in which case nothing is stored. A kind's files are stored only for a new job.
+    idempotency key names an earlier job with the same kind, params (files compared by content) and run_after,
+    in which case nothing is stored. Keys are per submitter; jobs of no submitter (schedules, @task code) share
+    one space of keys. A kind's files are stored only for a new job. `queue` overrides the kind's queue (a
+    @task's queue_name).
     """
     job_kind = kind_get(kind)
+    job_run_after_check(run_after=run_after)
+    queue = queue or job_kind.queue
+    if queue not in {*settings.CONVEYOR_QUEUES, job_kind.queue}:
+        raise ValueError(f"Unknown queue {queue!r}; CONVEYOR_QUEUES names {', '.join(settings.CONVEYOR_QUEUES)}.")
     cleaned, form = job_params_clean(kind=job_kind, params=params, files=files, user=submitted_by)
-    if idempotency_key and submitted_by is not None:
-        existing = _job_for_idempotency_key(submitted_by=submitted_by, key=idempotency_key, kind=kind, params=cleaned)
+    submitter = submitted_by if submitted_by is not None and submitted_by.is_authenticated else None
+    if idempotency_key:
+        existing = _job_for_idempotency_key(submitted_by=submitter, key=idempotency_key, kind=kind, params=cleaned,
+                                            run_after=run_after)
         if existing is not None:
             return existing, False
     job = Job(
         id=uuid.uuid4(),
         kind=kind,
         params=cleaned,
-        queue=job_kind.queue,
+        queue=queue,
         idempotency_key=idempotency_key or None,
         trace_id=trace_id or trace_id_var.get(),
-        submitted_by=submitted_by if submitted_by is not None and submitted_by.is_authenticated else None,
+        submitted_by=submitter,
+        run_after=run_after,
     )
     if job_kind.files_save is not None:
         job_kind.files_save(job, form)
     try:
         _job_record(job)
     except IntegrityError:
-        # Another request with the same key won the race; answer with its job.
-        existing = _job_for_idempotency_key(submitted_by=submitted_by, key=idempotency_key, kind=kind, params=cleaned)
+        # Another request with the same key won the race (its transaction committed while this INSERT waited
+        # for it); answer with its job.
+        if not idempotency_key:
+            raise
+        existing = _job_for_idempotency_key(submitted_by=submitter, key=idempotency_key, kind=kind, params=cleaned,
+                                            run_after=run_after)
         if existing is None:
             raise
         return existing, False
@@ -112,9 +151,12 @@ def _job_record(job: Job) -> None:
     database_retried(record, wait_seconds=settings.CONVEYOR_WEB_DB_WAIT_SECONDS, what=f"recording job {job.id}")
 
 
-def _job_for_idempotency_key(*, submitted_by: AbstractBaseUser, key: str, kind: str, params: dict) -> Job | None:
-    job = Job.objects.filter(submitted_by=submitted_by, idempotency_key=key).first()
-    if job is not None and (job.kind != kind or job.params != params):
+def _job_for_idempotency_key(*, submitted_by: AbstractBaseUser | None, key: str, kind: str, params: dict,
+                             run_after: datetime | None) -> Job | None:
+    jobs = Job.objects.filter(idempotency_key=key)
+    jobs = jobs.filter(submitted_by=submitted_by) if submitted_by is not None else jobs.filter(submitted_by=None)
+    job = jobs.first()
+    if job is not None and (job.kind != kind or job.params != params or job.run_after != run_after):
         raise IdempotencyKeyReused(
             f"Idempotency key {key!r} was already used for a different job ({job.kind}, {job.id}). "
             "Use a new key for a new job."
@@ -135,7 +177,7 @@ def job_retry(*, job: Job) -> Job:
 
 
 def job_cancel(*, job: Job) -> Job:
-    """Cancel a waiting job (it never runs) or a running job of an interruptible kind."""
+    """Cancel a waiting job, scheduled ones included (it never runs), or a running job of an interruptible kind."""
     return lifecycle.job_cancel(job=job, kind=_kind_or_none(job.kind))
 
 

@@ -9,17 +9,22 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.jobs import selectors, services
-from apps.jobs.errors import ActionNotAllowed, IdempotencyKeyReused, JobParamsInvalid, UnknownKind
+from apps.jobs.errors import ActionNotAllowed, IdempotencyKeyReused, JobParamsInvalid, RunAfterInvalid, UnknownKind
+from apps.jobs.forms import RunAfterForm
 from apps.jobs.models import Job
 from apps.jobs.presenters import attempt_rows, job_json, json_pretty
-from apps.jobs.registry import JobKind, kind_get, kinds_all
+from apps.jobs.registry import JobKind, kind_find, kind_get, kinds_all
 
 
 def _kind_or_404(name: str) -> JobKind:
+    """A kind users may submit from the pages (not a @task function's)."""
     try:
-        return kind_get(name)
+        kind = kind_get(name)
     except UnknownKind as exc:
         raise Http404(str(exc)) from None
+    if not kind.user_submittable:
+        raise Http404(f"Jobs of kind {name} are submitted by code and schedules, not from this page.")
+    return kind
 
 
 def _job_or_404(request: HttpRequest, job_id: uuid.UUID) -> Job:
@@ -44,14 +49,20 @@ def job_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def job_kind_pick(request: HttpRequest) -> HttpResponse:
-    return render(request, "jobs/new.html", {"kinds": kinds_all()})
+    return render(request, "jobs/new.html", {"kinds": [kind for kind in kinds_all() if kind.user_submittable]})
 
 
 @login_required
 def job_new(request: HttpRequest, kind: str) -> HttpResponse:
     job_kind = _kind_or_404(kind)
-    form = job_kind.form_build(user=request.user)
+    form, when = job_kind.form_build(user=request.user), RunAfterForm()
     if request.method == "POST":
+        when = RunAfterForm(request.POST)
+        if not when.is_valid():
+            # The kind's own errors show too, so everything to change is said at once.
+            form = job_kind.form_build(user=request.user, data=request.POST, files=request.FILES)
+            form.is_valid()
+            return render(request, "jobs/form.html", {"kind": job_kind, "form": form, "when": when})
         try:
             job, _ = services.job_submit(
                 kind=kind,
@@ -59,15 +70,18 @@ def job_new(request: HttpRequest, kind: str) -> HttpResponse:
                 files=request.FILES,
                 submitted_by=request.user,
                 trace_id=request.request_id,
+                run_after=when.cleaned_data["run_after"],
             )
         except JobParamsInvalid as exc:
             form = exc.form
+        except RunAfterInvalid as exc:
+            when.add_error("run_after", str(exc))
         except IdempotencyKeyReused as exc:
             messages.error(request, str(exc))
         else:
-            messages.success(request, "Job submitted.")
+            messages.success(request, "Job scheduled." if job.status == Job.Status.SCHEDULED else "Job submitted.")
             return redirect("jobs:detail", job_id=job.id)
-    return render(request, "jobs/form.html", {"kind": job_kind, "form": form})
+    return render(request, "jobs/form.html", {"kind": job_kind, "form": form, "when": when})
 
 
 @login_required
@@ -76,7 +90,7 @@ def job_detail(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     attempts = selectors.job_attempts(job=job)
     data = job_json(job=job, attempts=attempts)
     context = {
-        "job": job, "data": data, "kind": kind_get(job.kind), "attempts": attempt_rows(job=job, attempts=attempts),
+        "job": job, "data": data, "kind": kind_find(job.kind), "attempts": attempt_rows(job=job, attempts=attempts),
         "params": json_pretty(job.params), "result": json_pretty(data["result"]) if data["result"] is not None else "",
     }
     return render(request, "jobs/detail.html", context)

@@ -2,6 +2,7 @@
 from datetime import timedelta
 from pathlib import Path
 
+import django
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -30,6 +31,10 @@ INSTALLED_APPS = [
     "apps.reports",
     "apps.accounts",
     "apps.notifications",
+    "apps.tasks",
+    "apps.schedules",
+    # Django's Tasks API is part of Django from 6.0 (django.tasks); before, the django-tasks package brings it.
+    *(["django_tasks"] if django.VERSION < (6, 0) else []),
 ]
 
 MIDDLEWARE = [
@@ -250,6 +255,34 @@ CONVEYOR_RECONCILE_BATCH_SIZE = env.int("CONVEYOR_RECONCILE_BATCH_SIZE", default
 # Seconds before a job is dispatched again when its message came while an earlier attempt still held it
 # (cancelled by an operator, not stopped yet, then retried).
 CONVEYOR_JOB_BUSY_RETRY_SECONDS = env.float("CONVEYOR_JOB_BUSY_RETRY_SECONDS", default=2.0)
+
+# --- Deferred jobs, schedules, Django's Tasks API --------------------------
+# A job's run_after may be this many seconds in the past (it then runs now); further back it is refused as a
+# likely mistake (a wrong time zone), with a message saying so.
+CONVEYOR_RUN_AFTER_MAX_PAST_SECONDS = env.float("CONVEYOR_RUN_AFTER_MAX_PAST_SECONDS", default=300.0)
+# A job's run_after may be at most this many days ahead.
+CONVEYOR_RUN_AFTER_MAX_DAYS = env.int("CONVEYOR_RUN_AFTER_MAX_DAYS", default=365)
+# Each relay process runs the scheduler (apps/schedules) in a thread: it looks for due schedules at least this
+# often (and sleeps until the next slot when that is sooner), so a new or changed schedule counts within it.
+CONVEYOR_SCHEDULE_TICK_SECONDS = env.float("CONVEYOR_SCHEDULE_TICK_SECONDS", default=1.0)
+# A slot found this many seconds late (the scheduler was down or stopped) is missed: a schedule whose catch-up
+# policy is "skip" does not run it; one whose policy is "last" runs the latest missed slot once.
+CONVEYOR_SCHEDULE_LATE_SECONDS = env.float("CONVEYOR_SCHEDULE_LATE_SECONDS", default=60.0)
+# Most schedules fired by one scheduler pass, each in a transaction of its own.
+CONVEYOR_SCHEDULE_BATCH_SIZE = env.int("CONVEYOR_SCHEDULE_BATCH_SIZE", default=100)
+# Recent slots each schedule keeps with their jobs (or why none was made), for the admin.
+CONVEYOR_SCHEDULE_RECENT = env.int("CONVEYOR_SCHEDULE_RECENT", default=10)
+# Django's Tasks API (django.tasks on Django 6.0+, the django-tasks package before): @task functions become
+# Conveyor jobs. QUEUES are the Conveyor queues a @task may name; OPTIONS set every @task's retry policy and
+# time limits unless the decorator or OPTIONS["TASKS"][<function path>] says otherwise (README, "Using Django's
+# Tasks API"). https://docs.djangoproject.com/en/6.0/topics/tasks/
+TASKS = {
+    "default": {
+        "BACKEND": "apps.tasks.backend.ConveyorBackend",
+        "QUEUES": CONVEYOR_QUEUES,
+        "OPTIONS": {},
+    },
+}
 
 # --- Pages and API ---------------------------------------------------------
 CONVEYOR_PAGE_SIZE = env.int("CONVEYOR_PAGE_SIZE", default=25)

@@ -1,6 +1,6 @@
 """Settings for the test suite: its own database (pytest-django) and its own queue names."""
 from config.settings.base import *  # noqa: F403
-from config.settings.base import BASE_DIR, env
+from config.settings.base import BASE_DIR, TASKS, env
 
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="test-only-not-secret-5b8e2c7a1d4f")
 CONVEYOR_QUEUE_PREFIX = env("CONVEYOR_QUEUE_PREFIX", default="test-")
@@ -21,3 +21,9 @@ CONVEYOR_WEBHOOK_ALLOWED_PRIVATE = env.list(
 # Uploads and results of the test suite's reports, apart from those of `make run`; the test
 # process and its worker subprocesses read the same setting, so they share the files.
 MEDIA_ROOT = env.path("DJANGO_MEDIA_ROOT", default=BASE_DIR / "var" / "test-media")
+# The retry policy of a test @task (tests/tasks/task_functions.py), as Django 6.0 users set one: its @task
+# decorator takes no extra arguments, so OPTIONS["TASKS"] names the function.
+TASKS = {"default": {**TASKS["default"], "OPTIONS": {"TASKS": {
+    "tests.tasks.task_functions.fail_twice": {"retry_on": ["builtins.ConnectionError"], "max_retries": 3,
+                                              "backoff_base": 0.1, "backoff_cap": 0.2},
+}}}}

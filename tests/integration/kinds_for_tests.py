@@ -1,4 +1,5 @@
-"""Job kinds only the tests use: one that kills its worker, one no worker reads, ones that fail on purpose.
+"""Job kinds only the tests use: one that kills its worker, one no worker reads, ones that fail on purpose; and the
+tests' @task functions.
 
 The test worker imports this module too (celery worker --include), so both sides know the kinds.
 """
@@ -14,6 +15,7 @@ from django import forms
 from apps.jobs.errors import PermanentJobError, TransientJobError
 from apps.jobs.executor import JobRun, JobTask
 from apps.jobs.registry import JobKind, RetryPolicy, kind_register
+from tests.tasks import task_functions  # noqa: F401  (the tests' @task functions are kinds of these processes too)
 
 
 class EmptyForm(forms.Form):

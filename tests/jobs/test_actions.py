@@ -12,6 +12,7 @@ pytestmark = pytest.mark.django_db
 # (status, kind, the actions allowed): diagnostics.sleep stops at its progress reports, diagnostics.noop cannot.
 TABLE = [
     ("queued", "diagnostics.noop", {"cancel"}),
+    ("scheduled", "diagnostics.noop", {"cancel"}),
     ("retrying", "diagnostics.noop", {"cancel"}),
     ("running", "diagnostics.sleep", {"cancel"}),
     ("running", "diagnostics.noop", set()),

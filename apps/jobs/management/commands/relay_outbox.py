@@ -1,5 +1,5 @@
 """Run the outbox relay (apps/jobs/relay.py), the one publisher of job messages, with the lifeline
-(apps/jobs/reconciler.py) in a thread beside it."""
+(apps/jobs/reconciler.py) and the scheduler of job schedules (apps/schedules/scheduler.py) in threads beside it."""
 import importlib
 
 from django.core.management.base import BaseCommand
@@ -7,15 +7,19 @@ from django.core.management.base import BaseCommand
 from apps.jobs.publishing import JobPublisher
 from apps.jobs.reconciler import lifeline_pass, lifeline_thread_start
 from apps.jobs.relay import outbox_relay, outbox_relay_run, relay_leadership_take
+from apps.schedules.scheduler import scheduler_thread_start
+from apps.schedules.services import schedules_fire
 
 
 class Command(BaseCommand):
     help = ("Publish jobs due in the outbox to RabbitMQ, woken by PostgreSQL whenever one is committed; "
-            "and find jobs whose message is lost, and prune old ones, every CONVEYOR_RECONCILE_INTERVAL_SECONDS.")
+            "and find jobs whose message is lost, and prune old ones, every CONVEYOR_RECONCILE_INTERVAL_SECONDS; "
+            "and submit the jobs of due schedules.")
 
     def add_arguments(self, parser):
         parser.add_argument("--once", action="store_true",
-                            help="One relay pass and one lifeline pass, then exit (unless another relay publishes).")
+                            help="One scheduler pass, one relay pass and one lifeline pass, then exit (the last two "
+                            "unless another relay publishes).")
         parser.add_argument(
             "--include", action="append", default=[], metavar="MODULE",
             help="Import MODULE, which registers more job kinds (as `celery worker --include` does); "
@@ -26,6 +30,8 @@ class Command(BaseCommand):
         for module in include:
             importlib.import_module(module)
         if once:
+            scheduled = schedules_fire()
+            self.stdout.write(f"Submitted {scheduled} job(s) of due schedules.")
             if not relay_leadership_take():
                 self.stdout.write("Another relay is publishing the outbox; nothing done.")
                 return
@@ -36,4 +42,5 @@ class Command(BaseCommand):
                               f"dispatched {lifeline.redispatched} job(s) again and pruned {lifeline.pruned}.")
             return
         lifeline_thread_start()
+        scheduler_thread_start()
         outbox_relay_run()
