@@ -11,6 +11,9 @@ pytest_plugins = ["tests.processes"]
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--chaos-jobs", type=int, default=200,
                      help="webhook jobs of the chaos test (tests/integration/test_chaos.py); the suite runs 200")
+    parser.addoption("--schedule-slots", type=int, default=20,
+                     help="once-a-second slots two schedulers share (tests/schedules/test_two_schedulers.py); "
+                     "the suite runs 20, the issue's full minute is 60")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
