@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 import django
 
+from bench.processes import Process
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -65,44 +67,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _cpu_seconds(*, name: str = "", pids: set[int] | None = None) -> float:
-    """utime + stime, in seconds, of the processes whose pid is in `pids` or whose command is `name`."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        command, rest = stat[stat.index("(") + 1: stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-        if int(entry.name) in (pids or ()) or command == name:
-            total += int(rest[11]) + int(rest[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def _listener_pid(port: int) -> int:
-    """The process listening on `port` on this machine: the RabbitMQ node the benchmark uses, not another one."""
-    inodes = {line.split()[9] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
-              if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A"}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if any(os.readlink(fd).strip("socket:[]") in inodes for fd in (entry / "fd").iterdir()):
-                    return int(entry.name)
-            except OSError:
-                continue
-    raise RuntimeError(f"Nothing listens on port {port}.")
-
-
-def _rabbitmq_cpu() -> float:
+def _cpu(relay: "Process | None" = None) -> dict[str, float]:
+    """CPU seconds so far of the servers the benchmark uses (by their ports) and of the relay, if any."""
     from django.conf import settings
 
-    return _cpu_seconds(pids={_listener_pid(urlsplit(settings.CELERY_BROKER_URL).port or 5672)})
+    from bench import processes
 
-
-def _postgres_cpu() -> float:
-    return _cpu_seconds(name="postgres")
+    database = settings.DATABASES["default"]
+    roots = {
+        "rabbitmq": processes.server_pids("beam.smp", port=urlsplit(settings.CELERY_BROKER_URL).port or 5672),
+        "postgres": processes.server_pids("postgres", port=int(database.get("PORT") or 5432)),
+        "relay": [relay.popen.pid] if relay is not None else [],
+    }
+    return processes.cpu_seconds(roots)
 
 
 def _delay(args: Namespace, index: int) -> int:
@@ -154,10 +131,9 @@ def _outbox_side(args: Namespace, env: dict[str, str]) -> dict:
                                 log_dir=ROOT / "artifacts" / "bench" / "delays")
         processes.wait_ready(relay, "outbox relay started")
         try:
-            relay_pids = set(relay.rss_by_pid())
             arrived = _arrivals(connection, queue)
             expected = {}
-            cpu = _rabbitmq_cpu(), _postgres_cpu(), _cpu_seconds(pids=relay_pids)
+            before = _cpu(relay)
             for index in range(args.messages):
                 # Due `delay` after it is written, as a retry is due its backoff after its attempt ended.
                 due = timezone.now() + timedelta(seconds=_delay(args, index))
@@ -165,11 +141,11 @@ def _outbox_side(args: Namespace, env: dict[str, str]) -> dict:
                 lifecycle.job_record(job=job)
                 expected[str(job.id)] = due.timestamp()
             late = _late(connection, arrived, expected, deadline=time.time() + args.delay + args.spread + 60)
-            used = _rabbitmq_cpu() - cpu[0], _postgres_cpu() - cpu[1], _cpu_seconds(pids=relay_pids) - cpu[2]
+            used = {role: seconds - before[role] for role, seconds in _cpu(relay).items()}
         finally:
             relay.stop()
     Job.objects.all().delete()
-    return {"late_ms": late, "rabbitmq_cpu": used[0], "postgres_cpu": used[1], "relay_cpu": used[2]}
+    return {"late_ms": late, **{f"{role}_cpu": seconds for role, seconds in used.items()}}
 
 
 def _native_side(args: Namespace) -> dict:
@@ -195,7 +171,7 @@ def _native_side(args: Namespace) -> dict:
         producer = Producer(connection.channel())
         arrived = _arrivals(connection, queue)
         expected = {}
-        cpu = _rabbitmq_cpu()
+        before = _cpu()
         for index in range(args.messages):
             delay = _delay(args, index)
             job_id = str(uuid.uuid4())
@@ -204,9 +180,9 @@ def _native_side(args: Namespace) -> dict:
             producer.publish({}, exchange=f"{prefix}_celery_delayed_27", headers={"id": job_id},
                              routing_key=calculate_routing_key(delay, target.routing_key))
         late = _late(connection, arrived, expected, deadline=time.time() + args.delay + args.spread + 60)
-        used = _rabbitmq_cpu() - cpu
+        used = {role: seconds - before[role] for role, seconds in _cpu().items()}
         queue.delete()
-    return {"late_ms": late, "rabbitmq_cpu": used, "postgres_cpu": 0.0, "relay_cpu": 0.0}
+    return {"late_ms": late, **{f"{role}_cpu": seconds for role, seconds in used.items()}}
 
 
 if __name__ == "__main__":

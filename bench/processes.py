@@ -62,6 +62,10 @@ class Process:
             return True
         return False
 
+    def kill(self) -> None:
+        """SIGKILL the whole group: no chance to acknowledge or clean up (a crash, an out-of-memory kill)."""
+        self.stop(signal.SIGKILL, timeout=10)
+
     def stop(self, number: int = signal.SIGTERM, timeout: float = 60) -> None:
         """Send `number` to the group and wait until all of it has exited; SIGKILL what is left after `timeout`."""
         self.send(number)

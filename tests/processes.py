@@ -3,7 +3,6 @@ database and `test-` queues, PostgreSQL and RabbitMQ stopped and started for rea
 them. A pytest plugin (tests/conftest.py's pytest_plugins), so every test module can ask for its fixtures."""
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -11,7 +10,6 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,7 +19,7 @@ from django.conf import settings
 from django.db import connection
 
 from apps.jobs.models import Job
-from bench.processes import free_port, wait_until
+from bench.processes import Process, free_port, wait_until
 from config import broker
 from config.celery import app as celery_app
 from tests.integration import kinds_for_tests  # noqa: F401  (registers the test kinds in the test process too)
@@ -29,7 +27,7 @@ from tests.integration import kinds_for_tests  # noqa: F401  (registers the test
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts" / "logs"
 
-__all__ = ["free_port", "wait_until"]  # shared with the benchmark (bench/processes.py), used by test modules
+__all__ = ["Process", "free_port", "wait_until"]  # shared with the benchmark (bench/processes.py)
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
@@ -44,36 +42,6 @@ def subprocess_env(**extra: str) -> dict[str, str]:
         "CONVEYOR_DELIVERY_LIMIT": str(settings.CONVEYOR_DELIVERY_LIMIT),
         **extra,
     }
-
-
-@dataclass
-class Process:
-    name: str
-    popen: subprocess.Popen
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL the process and all its children: no chance to acknowledge or clean up."""
-        os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(timeout=10)
-
-    def end(self) -> None:
-        """After a test: SIGKILL what is left (its messages go back to their queues, which the next test empties);
-        a graceful shutdown costs Celery two seconds a worker."""
-        if self.popen.poll() is None:
-            self.kill()
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(timeout=10)
 
 
 def process_start(name: str, command: list[str], env: dict[str, str]) -> Process:
@@ -134,7 +102,7 @@ def process_ready(process: Process, *, marker: str) -> None:
 def relay(transactional_db) -> Iterator[Process]:
     process = relay_start()
     yield process
-    process.end()
+    process.kill()  # a graceful shutdown costs seconds; the next test empties the queues anyway
 
 
 @pytest.fixture
@@ -160,7 +128,7 @@ def start_worker(transactional_db, relay) -> Iterator[Callable[..., Process]]:
     queues_reset("default", "reports", "dead", "held")
     yield start
     for process in started:
-        process.end()
+        process.kill()  # a graceful Celery shutdown costs two seconds a worker; the next test empties the queues
 
 
 @pytest.fixture
