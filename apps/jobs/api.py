@@ -18,7 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from apps.jobs import selectors, services
 from apps.jobs.database import database_retried
-from apps.jobs.errors import ActionNotAllowed, IdempotencyKeyReused, JobParamsInvalid, UnknownKind
+from apps.jobs.errors import ActionForbidden, ActionNotAllowed, IdempotencyKeyReused, JobParamsInvalid, UnknownKind
 from apps.jobs.models import Job
 from apps.jobs.presenters import job_json, kind_json
 from apps.jobs.registry import kinds_all
@@ -120,8 +120,9 @@ def _job_for(request: HttpRequest, job_id: uuid.UUID) -> Job:
     return job
 
 
-def _job_response(job: Job, status: int) -> JsonResponse:
-    return JsonResponse(job_json(job=job, attempts=selectors.job_attempts(job=job)), status=status)
+def _job_response(request: HttpRequest, job: Job, status: int) -> JsonResponse:
+    return JsonResponse(job_json(job=job, viewer=request.user, attempts=selectors.job_attempts(job=job)),
+                        status=status)
 
 
 @api_endpoint("GET", "POST")
@@ -162,7 +163,7 @@ def _jobs_submit(request: HttpRequest) -> JsonResponse:
         raise ApiError(409, str(exc), {"idempotency_key": [str(exc)]}) from None
     # The job as recorded, without result or attempts: a new job has neither, and the request
     # that submits it should not pay for reading them.
-    body = job_json(job=job)
+    body = job_json(job=job, viewer=request.user)
     response = JsonResponse(body, status=202 if created else 200)
     response["Location"] = body["url"]
     return response
@@ -185,7 +186,7 @@ def _jobs_list(request: HttpRequest) -> JsonResponse:
     )
     return JsonResponse(
         {
-            "results": [job_json(job=job) for job in found.jobs],
+            "results": [job_json(job=job, viewer=request.user) for job in found.jobs],
             "page": page,
             "page_size": page_size,
             "has_next": found.has_next,
@@ -195,7 +196,7 @@ def _jobs_list(request: HttpRequest) -> JsonResponse:
 
 @api_endpoint("GET")
 def job_detail(request: HttpRequest, job_id: uuid.UUID) -> JsonResponse:
-    return _job_response(_job_for(request, job_id), status=200)
+    return _job_response(request, _job_for(request, job_id), status=200)
 
 
 @api_endpoint("POST")
@@ -211,10 +212,12 @@ def job_cancel(request: HttpRequest, job_id: uuid.UUID) -> JsonResponse:
 def _job_action(request: HttpRequest, job_id: uuid.UUID, action: Callable[..., Job]) -> JsonResponse:
     job = _job_for(request, job_id)
     try:
-        job = action(job=job)
+        job = action(job=job, by=request.user)
+    except ActionForbidden as exc:
+        raise ApiError(403, str(exc)) from None
     except ActionNotAllowed as exc:
         raise ApiError(409, str(exc)) from None
-    return _job_response(job, status=200)
+    return _job_response(request, job, status=200)
 
 
 @api_endpoint("GET")

@@ -39,5 +39,9 @@ class IdempotencyKeyReused(Exception):
     """The same idempotency key was sent before with a different kind or params."""
 
 
+class ActionForbidden(Exception):
+    """The user may see the job but not act on it (someone else's job, without the permission to change jobs)."""
+
+
 class ActionNotAllowed(Exception):
     """An operator action does not apply to the job in its current state."""

@@ -7,6 +7,7 @@ import json
 import logging
 import secrets
 import uuid
+from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -17,10 +18,10 @@ from django.db import IntegrityError, connection, transaction
 from django.forms import Form
 from django.utils.datastructures import MultiValueDict
 
-from apps.jobs import lifecycle
+from apps.jobs import audit, lifecycle, selectors
 from apps.jobs.context import trace_id_var
 from apps.jobs.database import database_retried
-from apps.jobs.errors import IdempotencyKeyReused, JobParamsInvalid, UnknownKind
+from apps.jobs.errors import ActionForbidden, IdempotencyKeyReused, JobParamsInvalid, UnknownKind
 from apps.jobs.models import ApiToken, Job
 from apps.jobs.registry import JobKind, kind_get
 from config import broker
@@ -125,18 +126,37 @@ def _job_for_idempotency_key(*, submitted_by: AbstractBaseUser, key: str, kind: 
 # --- Operator actions ----------------------------------------------------------------------------------
 
 
-def job_retry(*, job: Job) -> Job:
+def job_retry(*, job: Job, by: AbstractBaseUser | None = None) -> Job:
     """Run a failed or cancelled job again as a new attempt; its earlier attempts stay in history.
 
     Back in the outbox, it is published by the relay once this commits, with a new generation: a message
-    left from its earlier run is dropped by the fence.
+    left from its earlier run is dropped by the fence. `by`: the user who asks (see _job_act_as).
     """
-    return lifecycle.job_retry(job=job)
+    return _job_act_as(by=by, job=job, action="retry", act=lambda: lifecycle.job_retry(job=job))
 
 
-def job_cancel(*, job: Job) -> Job:
-    """Cancel a waiting job (it never runs) or a running job of an interruptible kind."""
-    return lifecycle.job_cancel(job=job, kind=_kind_or_none(job.kind))
+def job_cancel(*, job: Job, by: AbstractBaseUser | None = None) -> Job:
+    """Cancel a waiting job (it never runs) or a running job of an interruptible kind. `by`: see _job_act_as."""
+    return _job_act_as(by=by, job=job, action="cancel",
+                       act=lambda: lifecycle.job_cancel(job=job, kind=_kind_or_none(job.kind)))
+
+
+def _job_act_as(*, by: AbstractBaseUser | None, job: Job, action: str, act: Callable[[], Job]) -> Job:
+    """An operator action asked for by `by`: ActionForbidden unless they may act on the job, else the action and
+    its record in the admin log (who, when, what), committed together. None is Conveyor's own code: no check,
+    no record."""
+    if by is None:
+        return act()
+    if not selectors.job_action_permitted(user=by, job=job):
+        raise ActionForbidden(
+            f"You can see job {job.id} but not {action} it: acting on another user's job needs the permission "
+            "to change jobs."
+        )
+    was = job.status
+    with transaction.atomic():
+        job = act()
+        audit.operator_action_record(user=by, objects=[job], message=f"{action}: {was} → {job.status}")
+    return job
 
 
 def _kind_or_none(name: str) -> JobKind | None:
@@ -146,13 +166,14 @@ def _kind_or_none(name: str) -> JobKind | None:
         return None
 
 
-def dead_letters_redrive(*, limit: int = 1000) -> int:
+def dead_letters_redrive(*, limit: int = 1000, by: AbstractBaseUser | None = None) -> int:
     """Take up to `limit` messages out of the dead queue and run their jobs again; how many.
 
     A failed or cancelled job runs again as a new attempt (an operator's retry). A job still waiting or
     running whose message RabbitMQ dead-lettered (its delivery limit) goes back to the outbox, unless a
     live attempt holds it. A dead letter whose job is gone, succeeded, or was dispatched again since is
-    dropped: running it would run the job twice. Every job is published by the relay.
+    dropped: running it would run the job twice. Every job is published by the relay. Each job re-driven is
+    recorded in the admin log as done by `by`, when given.
     """
     redriven = 0
     with celery_app.connection_for_write() as broker_connection:
@@ -163,21 +184,25 @@ def dead_letters_redrive(*, limit: int = 1000) -> int:
             if message is None:
                 break
             _, kwargs, _ = message.decode()
-            redriven += _dead_letter_redrive(job_id=message.headers.get("id"), generation=kwargs.get("generation", 0))
+            with transaction.atomic():
+                job = _dead_letter_redrive(job_id=message.headers.get("id"), generation=kwargs.get("generation", 0))
+                if job is not None and by is not None:
+                    audit.operator_action_record(user=by, objects=[job], message="re-drive from the dead queue")
+            redriven += job is not None
             message.ack()
     return redriven
 
 
-def _dead_letter_redrive(*, job_id: str | None, generation: int) -> int:
+def _dead_letter_redrive(*, job_id: str | None, generation: int) -> Job | None:
+    """The dead letter's job, put back to run; None when it is dropped."""
     job = Job.objects.filter(id=job_id).first() if job_id else None
     if job is None or job.status == Status.SUCCEEDED:
-        return 0
+        return None
     if job.status in lifecycle.RETRY.sources:
-        lifecycle.job_retry(job=job)
-        return 1
+        return lifecycle.job_retry(job=job)
     if job.generation != generation or job.id in lifecycle.jobs_alive(job_ids=[job.id]):
-        return 0
-    return lifecycle.jobs_redispatch(job_ids=[job.id], statuses=[job.status])
+        return None
+    return job if lifecycle.jobs_redispatch(job_ids=[job.id], statuses=[job.status]) else None
 
 
 # --- API tokens ----------------------------------------------------------------------------------------

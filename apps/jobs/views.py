@@ -4,12 +4,13 @@ import uuid
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.jobs import selectors, services
-from apps.jobs.errors import ActionNotAllowed, IdempotencyKeyReused, JobParamsInvalid, UnknownKind
+from apps.jobs.errors import ActionForbidden, ActionNotAllowed, IdempotencyKeyReused, JobParamsInvalid, UnknownKind
 from apps.jobs.models import Job
 from apps.jobs.presenters import attempt_rows, job_json, json_pretty
 from apps.jobs.registry import JobKind, kind_get, kinds_all
@@ -74,7 +75,7 @@ def job_new(request: HttpRequest, kind: str) -> HttpResponse:
 def job_detail(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     job = _job_or_404(request, job_id)
     attempts = selectors.job_attempts(job=job)
-    data = job_json(job=job, attempts=attempts)
+    data = job_json(job=job, viewer=request.user, attempts=attempts)
     context = {
         "job": job, "data": data, "kind": kind_get(job.kind), "attempts": attempt_rows(job=job, attempts=attempts),
         "params": json_pretty(job.params), "result": json_pretty(data["result"]) if data["result"] is not None else "",
@@ -97,7 +98,9 @@ def job_cancel(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
 def _job_action(request: HttpRequest, job_id: uuid.UUID, action, done: str) -> HttpResponse:
     job = _job_or_404(request, job_id)
     try:
-        action(job=job)
+        action(job=job, by=request.user)
+    except ActionForbidden as exc:
+        raise PermissionDenied(str(exc)) from None
     except ActionNotAllowed as exc:
         messages.error(request, str(exc))
     else:
