@@ -12,7 +12,6 @@ from django.test import Client
 from django.utils import timezone
 
 from apps.jobs.models import Job
-from apps.jobs.services import api_token_create
 from config import broker
 from config.celery import app as celery_app
 from tests.jobs.test_actions import ACTIONS, TABLE, _visible_forms
@@ -35,11 +34,6 @@ def _signed_in(user) -> Client:
     client = Client()
     client.force_login(user)
     return client
-
-
-def _bearer(user) -> Client:
-    token, _ = api_token_create(username=user.username)
-    return Client(HTTP_AUTHORIZATION=f"Bearer {token}")
 
 
 def _log(job: Job) -> list[LogEntry]:
@@ -66,9 +60,9 @@ def viewer(django_user_model):
 # --- the admin log, wherever the action is done ---------------------------------------------------------
 
 
-def test_a_retry_through_the_api_is_recorded_with_who_and_when(operator):
+def test_a_retry_through_the_api_is_recorded_with_who_and_when(operator, bearer_client):
     job = _job("failed")
-    assert _bearer(operator).post(f"/api/jobs/{job.id}/retry/").status_code == 200
+    assert bearer_client(operator).post(f"/api/jobs/{job.id}/retry/").status_code == 200
     assert _recorded(job, user=operator, message="retry: failed → queued")
 
 
@@ -91,9 +85,9 @@ def test_the_admin_buttons_and_bulk_actions_record_each_job(operator):
     assert "olga" in history and "retry: failed → queued" in history
 
 
-def test_an_action_refused_by_the_state_records_nothing(operator):
+def test_an_action_refused_by_the_state_records_nothing(operator, bearer_client):
     job = _job("succeeded")
-    assert _bearer(operator).post(f"/api/jobs/{job.id}/retry/").status_code == 409
+    assert bearer_client(operator).post(f"/api/jobs/{job.id}/retry/").status_code == 409
     assert _log(job) == []
 
 
@@ -136,7 +130,7 @@ def test_a_viewer_sees_the_console_without_any_way_to_act(viewer):
     assert page.status_code == 200 and _visible_forms(page.content.decode()) == set()
 
 
-def test_every_action_a_viewer_posts_answers_403_and_changes_nothing(viewer):
+def test_every_action_a_viewer_posts_answers_403_and_changes_nothing(viewer, bearer_client):
     client, job = _signed_in(viewer), _job("failed")
     queued = _job("queued")
     assert client.post(f"/admin/jobs/job/{job.id}/retry/").status_code == 403
@@ -144,7 +138,7 @@ def test_every_action_a_viewer_posts_answers_403_and_changes_nothing(viewer):
     assert client.post("/admin/jobs/job/", {"action": "retry_jobs", "_selected_action": [job.id]}).status_code == 403
     assert client.post("/admin/jobs/job/redrive/").status_code == 403
     assert client.post(f"/jobs/{job.id}/retry/").status_code == 403
-    response = _bearer(viewer).post(f"/api/jobs/{job.id}/retry/")
+    response = bearer_client(viewer).post(f"/api/jobs/{job.id}/retry/")
     assert response.status_code == 403
     assert set(response.json()) == {"error", "fields"} and "permission to change jobs" in response.json()["error"]
     assert Job.objects.get(id=job.id).status == "failed" and Job.objects.get(id=queued.id).status == "queued"
@@ -156,20 +150,20 @@ def test_staff_without_the_view_permission_cannot_open_the_dashboard(django_user
     assert _signed_in(nobody).get("/admin/jobs/job/dashboard/").status_code == 403
 
 
-def test_a_viewer_still_acts_on_their_own_jobs(viewer):
+def test_a_viewer_still_acts_on_their_own_jobs(viewer, bearer_client):
     own = _job("queued", submitted_by=viewer)
-    response = _bearer(viewer).post(f"/api/jobs/{own.id}/cancel/")
+    response = bearer_client(viewer).post(f"/api/jobs/{own.id}/cancel/")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
     assert _recorded(own, user=viewer, message="cancel: queued → cancelled")
 
 
 @pytest.mark.parametrize(("status", "kind", "allowed"), TABLE, ids=[f"{s}-{k.split('.')[1]}" for s, k, _ in TABLE])
 def test_the_state_decides_which_actions_exist_and_the_permission_whether_this_user_may_take_them(
-        operator, viewer, status, kind, allowed):
+        operator, viewer, bearer_client, status, kind, allowed):
     job = _job(status, kind)
     for user, may_act in ((operator, True), (viewer, False)):
         offered = allowed if may_act else set()
-        api, pages = _bearer(user), _signed_in(user)
+        api, pages = bearer_client(user), _signed_in(user)
         assert set(api.get(f"/api/jobs/{job.id}/").json()["actions"]) == offered
         assert _visible_forms(pages.get(f"/jobs/{job.id}/").content.decode()) == offered
         admin_page = pages.get(f"/admin/jobs/job/{job.id}/change/").content.decode()
