@@ -18,7 +18,14 @@ from django.views.decorators.csrf import csrf_exempt
 
 from apps.jobs import selectors, services
 from apps.jobs.database import database_retried
-from apps.jobs.errors import ActionForbidden, ActionNotAllowed, IdempotencyKeyReused, JobParamsInvalid, UnknownKind
+from apps.jobs.errors import (
+    ActionForbidden,
+    ActionNotAllowed,
+    IdempotencyKeyReused,
+    JobParamsInvalid,
+    SubmissionRefused,
+    UnknownKind,
+)
 from apps.jobs.models import Job
 from apps.jobs.presenters import job_json, kind_json
 from apps.jobs.registry import kinds_all
@@ -161,6 +168,9 @@ def _jobs_submit(request: HttpRequest) -> JsonResponse:
         raise ApiError(400, "The job's parameters are not valid.", exc.errors) from None
     except IdempotencyKeyReused as exc:
         raise ApiError(409, str(exc), {"idempotency_key": [str(exc)]}) from None
+    except SubmissionRefused as exc:
+        retry_after = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+        raise ApiError(429, str(exc), headers=retry_after) from None
     # The job as recorded, without result or attempts: a new job has neither, and the request
     # that submits it should not pay for reading them.
     body = job_json(job=job, viewer=request.user)

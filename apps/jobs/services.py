@@ -18,7 +18,7 @@ from django.db import IntegrityError, connection, transaction
 from django.forms import Form
 from django.utils.datastructures import MultiValueDict
 
-from apps.jobs import audit, lifecycle, selectors
+from apps.jobs import audit, lifecycle, limits, selectors
 from apps.jobs.context import trace_id_var
 from apps.jobs.database import database_retried
 from apps.jobs.errors import ActionForbidden, IdempotencyKeyReused, JobParamsInvalid, UnknownKind
@@ -62,8 +62,10 @@ def job_submit(
     Without a `trace_id` the job takes the current one: the web request's id, or in a worker the
     trace id of the job that submits it. Returns (job, created); created is False when the
     idempotency key names an earlier job with the same kind and params (files compared by content),
-    in which case nothing is stored. A kind's files are stored only for a new job.
+    in which case nothing is stored. A kind's files are stored only for a new job. A user's submissions are bounded
+    by apps/jobs/limits.py (SubmissionRefused), before anything else is done.
     """
+    limits.submission_admit(user=submitted_by)
     job_kind = kind_get(kind)
     cleaned, form = job_params_clean(kind=job_kind, params=params, files=files, user=submitted_by)
     if idempotency_key and submitted_by is not None:

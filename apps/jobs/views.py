@@ -10,7 +10,14 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.jobs import selectors, services
-from apps.jobs.errors import ActionForbidden, ActionNotAllowed, IdempotencyKeyReused, JobParamsInvalid, UnknownKind
+from apps.jobs.errors import (
+    ActionForbidden,
+    ActionNotAllowed,
+    IdempotencyKeyReused,
+    JobParamsInvalid,
+    SubmissionRefused,
+    UnknownKind,
+)
 from apps.jobs.models import Job
 from apps.jobs.presenters import attempt_rows, job_json, json_pretty
 from apps.jobs.registry import JobKind, kind_get, kinds_all
@@ -51,7 +58,7 @@ def job_kind_pick(request: HttpRequest) -> HttpResponse:
 @login_required
 def job_new(request: HttpRequest, kind: str) -> HttpResponse:
     job_kind = _kind_or_404(kind)
-    form = job_kind.form_build(user=request.user)
+    form, refused = job_kind.form_build(user=request.user), None
     if request.method == "POST":
         try:
             job, _ = services.job_submit(
@@ -65,10 +72,18 @@ def job_new(request: HttpRequest, kind: str) -> HttpResponse:
             form = exc.form
         except IdempotencyKeyReused as exc:
             messages.error(request, str(exc))
+        except SubmissionRefused as exc:
+            # The API's message, above the user's input as they sent it.
+            form = job_kind.form_build(user=request.user, data=request.POST, files=request.FILES)
+            form.add_error(None, str(exc))
+            refused = exc
         else:
             messages.success(request, "Job submitted.")
             return redirect("jobs:detail", job_id=job.id)
-    return render(request, "jobs/form.html", {"kind": job_kind, "form": form})
+    response = render(request, "jobs/form.html", {"kind": job_kind, "form": form}, status=429 if refused else 200)
+    if refused is not None and refused.retry_after:
+        response["Retry-After"] = str(refused.retry_after)
+    return response
 
 
 @login_required
