@@ -10,8 +10,9 @@ import uuid
 from collections.abc import Callable
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
+from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.datastructures import MultiValueDict
 from django.views.decorators.csrf import csrf_exempt
@@ -97,6 +98,10 @@ def api_endpoint(*methods: str) -> Callable:
                 return error_response(
                     413, f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
                 )
+            except (MultiPartParserError, SuspiciousOperation) as exc:
+                # A body Django cannot read (a multipart body without its boundary, too many fields): Django's
+                # own answer would be an HTML page.
+                return error_response(400, f"The request body could not be read: {exc or type(exc).__name__}.")
 
         return wrapper
 
@@ -189,8 +194,9 @@ def _jobs_list(request: HttpRequest) -> JsonResponse:
         page_size = int(request.GET.get("page_size", settings.CONVEYOR_PAGE_SIZE))
     except ValueError:
         raise ApiError(400, "'page' and 'page_size' must be whole numbers.") from None
-    if page < 1 or not 1 <= page_size <= settings.CONVEYOR_API_MAX_PAGE_SIZE:
-        raise ApiError(400, f"'page' starts at 1; 'page_size' is 1 to {settings.CONVEYOR_API_MAX_PAGE_SIZE}.")
+    if not 1 <= page <= settings.CONVEYOR_MAX_PAGE or not 1 <= page_size <= settings.CONVEYOR_API_MAX_PAGE_SIZE:
+        raise ApiError(400, f"'page' is 1 to {settings.CONVEYOR_MAX_PAGE} (filter by status or kind to reach older "
+                            f"jobs); 'page_size' is 1 to {settings.CONVEYOR_API_MAX_PAGE_SIZE}.")
     found = selectors.jobs_page(
         jobs=selectors.jobs_filtered(user=request.user, status=status, kind=kind), number=page, size=page_size
     )

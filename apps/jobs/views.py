@@ -42,7 +42,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
     status, kind = request.GET.get("status", ""), request.GET.get("kind", "")
     jobs = selectors.jobs_filtered(user=request.user, status=status, kind=kind)
     try:
-        number = max(1, int(request.GET.get("page", 1)))
+        number = min(max(1, int(request.GET.get("page", 1))), settings.CONVEYOR_MAX_PAGE)
     except ValueError:
         number = 1
     page = selectors.jobs_page(jobs=jobs, number=number, size=settings.CONVEYOR_PAGE_SIZE)

@@ -254,6 +254,9 @@ CONVEYOR_JOB_BUSY_RETRY_SECONDS = env.float("CONVEYOR_JOB_BUSY_RETRY_SECONDS", d
 # --- Pages and API ---------------------------------------------------------
 CONVEYOR_PAGE_SIZE = env.int("CONVEYOR_PAGE_SIZE", default=25)
 CONVEYOR_API_MAX_PAGE_SIZE = env.int("CONVEYOR_API_MAX_PAGE_SIZE", default=200)
+# Deepest page of a job list (pages and API): a page reads past every job before it, so a deeper one costs more;
+# filters (status, kind) reach older jobs. The API answers 400 past it, the pages show this page.
+CONVEYOR_MAX_PAGE = env.int("CONVEYOR_MAX_PAGE", default=1000)
 # Seconds each web process remembers a good API token (and its user) instead of reading it again;
 # deleting a token or deactivating its user takes effect within this time. 0 reads it every time.
 CONVEYOR_API_TOKEN_CACHE_SECONDS = env.float("CONVEYOR_API_TOKEN_CACHE_SECONDS", default=10.0)
