@@ -35,6 +35,8 @@ def job_actions_for(*, user: AbstractBaseUser, job: Job, kind: JobKind | None) -
 
 
 def jobs_filtered(*, user: AbstractBaseUser, status: str = "", kind: str = "") -> QuerySet[Job]:
+    if "\x00" in status + kind:  # no kind or status holds one (PostgreSQL text cannot), and the query would fail
+        return Job.objects.none()
     jobs = jobs_visible_to(user=user)
     if status:
         jobs = jobs.filter(status=status)

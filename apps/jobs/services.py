@@ -45,7 +45,23 @@ def job_params_clean(
     else:
         cleaned = {name: value for name, value in form.cleaned_data.items() if not isinstance(value, UploadedFile)}
     # The params travel as JSON; a value JSON cannot carry would fail later, in the worker.
-    return json.loads(json.dumps(cleaned, cls=DjangoJSONEncoder)), form
+    cleaned = json.loads(json.dumps(cleaned, cls=DjangoJSONEncoder))
+    # Nor can PostgreSQL's jsonb hold a NUL character, in a string or a key: the INSERT would fail.
+    for name in [name for name, value in cleaned.items() if _holds_nul(name) or _holds_nul(value)]:
+        form.add_error(name if name in form.fields else None, "Null characters (\\u0000) are not allowed.")
+    if form.errors:
+        raise JobParamsInvalid(form)
+    return cleaned, form
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def job_submit(

@@ -238,3 +238,15 @@ def test_a_multipart_body_django_cannot_read_answers_the_json_error(api_client):
     response = api_client.post("/api/jobs/", data=b"--x\r\n", content_type="multipart/form-data")
     assert response.status_code == 400
     assert response.json()["error"].startswith("The request body could not be read")
+
+
+def test_a_null_character_in_params_is_a_field_error_and_in_a_filter_matches_nothing(api_client, user):
+    from apps.webhooks.models import WebhookEndpoint
+
+    endpoint = WebhookEndpoint.objects.create(owner=user, url="http://127.0.0.1:9/hook")
+    body = {"kind": "webhooks.deliver", "params": {"endpoint": endpoint.id, "event": "e", "payload": {"a": "b\x00"}}}
+    response = post_json(api_client, "/api/jobs/", body)
+    assert response.status_code == 400 and response.json()["fields"] == {
+        "payload": ["Null characters (\\u0000) are not allowed."]}
+    listed = api_client.get("/api/jobs/", {"kind": "diagnostics.noop\x00"})
+    assert listed.status_code == 200 and listed.json()["results"] == []
