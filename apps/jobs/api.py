@@ -28,6 +28,7 @@ from apps.jobs.errors import (
     UnknownKind,
 )
 from apps.jobs.models import Job
+from apps.jobs.openapi import api_schema
 from apps.jobs.presenters import job_json, kind_json
 from apps.jobs.registry import kinds_all
 
@@ -67,8 +68,8 @@ def _authenticate(request: HttpRequest) -> None:
             raise ApiError(403, "CSRF check failed: send the X-CSRFToken header with a session-authenticated request.")
 
 
-def api_endpoint(*methods: str) -> Callable:
-    """Method check, authentication and error mapping shared by every endpoint.
+def api_endpoint(*methods: str, public: bool = False) -> Callable:
+    """Method check, authentication (unless `public`) and error mapping shared by every endpoint.
 
     While PostgreSQL is unreachable (a restart, a failover) the request waits for it, up to
     CONVEYOR_WEB_DB_WAIT_SECONDS, and is handled again from the start; nothing it did before the failure was
@@ -86,7 +87,8 @@ def api_endpoint(*methods: str) -> Callable:
                         405, f"Method {request.method} is not allowed here; use {', '.join(methods)}.",
                         headers={"Allow": ", ".join(methods)},
                     )
-                _authenticate(request)
+                if not public:
+                    _authenticate(request)
                 return view(request, *args, **kwargs)
 
             try:
@@ -239,6 +241,12 @@ def _job_action(request: HttpRequest, job_id: uuid.UUID, action: Callable[..., J
 @api_endpoint("GET")
 def kinds(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"results": [kind_json(kind=kind) for kind in kinds_all()]})
+
+
+@api_endpoint("GET", public=True)
+def schema(request: HttpRequest) -> JsonResponse:
+    """The API's OpenAPI document; public, as it describes the API and holds no one's data."""
+    return JsonResponse(api_schema())
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
