@@ -90,6 +90,10 @@ def conveyor_env(args: argparse.Namespace) -> dict[str, str]:
         "CELERY_BROKER_URL": args.broker_url,
         "CONVEYOR_QUEUE_PREFIX": args.queue_prefix,
         "CONVEYOR_QUEUE_MAX_LENGTH": str(queue_max),
+        # One user submits the whole benchmark, hundreds a second with thousands waiting: a rate no run reaches, so
+        # each submission still pays for the limit's check (apps/jobs/limits.py), and no limit on waiting jobs.
+        "CONVEYOR_USER_SUBMISSIONS_PER_MINUTE": "1000000",
+        "CONVEYOR_USER_JOBS_WAITING_MAX": "0",
         # The real work's receiver listens on loopback, which webhooks may not reach unless allowed.
         "CONVEYOR_WEBHOOK_ALLOWED_PRIVATE": "127.0.0.0/8",
         # Procfile lines say `python` and `celery`: this interpreter's.

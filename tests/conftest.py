@@ -1,6 +1,9 @@
 """Fixtures shared by the whole suite: real services checked up front, users, signed-in and API clients; the
 processes of tests/processes.py."""
+from collections.abc import Callable
+
 import pytest
+from django.contrib.auth.models import AbstractBaseUser
 from django.test import Client
 
 from apps.ops.bootstrap import ServiceUnavailable, service_answers, services_required
@@ -44,12 +47,21 @@ def staff_user(django_user_model):
 
 
 @pytest.fixture
-def api_client(user) -> Client:
-    """A client authenticated with a real bearer token of `user`."""
+def bearer_client(db) -> Callable[[AbstractBaseUser], Client]:
+    """Makes a client authenticated with a new, real bearer token of the user it is given."""
     from apps.jobs.services import api_token_create
 
-    token, _ = api_token_create(username=user.username)
-    return Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+    def make(user: AbstractBaseUser) -> Client:
+        token, _ = api_token_create(username=user.username)
+        return Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+
+    return make
+
+
+@pytest.fixture
+def api_client(user, bearer_client) -> Client:
+    """A client authenticated with a real bearer token of `user`."""
+    return bearer_client(user)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from apps.accounts import selectors
 from apps.accounts.selectors import VERIFY_KIND
-from apps.jobs.errors import JobParamsInvalid, PermanentJobError
+from apps.jobs.errors import JobParamsInvalid, PermanentJobError, SubmissionRefused
 from apps.jobs.services import job_submit
 from apps.notifications.services import email_send
 
@@ -24,8 +24,18 @@ class ResendRefused(Exception):
     """A new verification email cannot be sent now; the message says when it can."""
 
 
+SIGNUP_CLOSED = "Sign-up is closed: new accounts are created by an administrator, so ask yours for one."
+
+
+class SignupClosed(Exception):
+    """Sign-up is closed (CONVEYOR_SIGNUP_OPEN); the message says what to do instead."""
+
+
 def user_signup(*, email: str, password: str) -> AbstractBaseUser:
-    """Create an inactive user and, in the same transaction, the job that emails its link."""
+    """Create an inactive user and, in the same transaction, the job that emails its link; SignupClosed, creating
+    nothing, while sign-up is closed."""
+    if not selectors.signup_open():
+        raise SignupClosed(SIGNUP_CLOSED)
     with transaction.atomic():
         user = get_user_model().objects.create_user(username=email, email=email, password=password, is_active=False)
         job_submit(kind=VERIFY_KIND, params={"user": user.pk}, submitted_by=user)
@@ -68,6 +78,8 @@ def verification_resend(*, email: str) -> AbstractBaseUser | None:
         job_submit(kind=VERIFY_KIND, params={"user": user.pk}, submitted_by=user)
     except JobParamsInvalid as exc:
         raise ResendRefused(" ".join(message for messages in exc.errors.values() for message in messages)) from None
+    except SubmissionRefused as exc:  # the account's own limits: asked for too often
+        raise ResendRefused(str(exc)) from None
     return user
 
 

@@ -4,11 +4,15 @@ from django.contrib.auth import login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
-from apps.accounts import services
+from apps.accounts import selectors, services
 from apps.accounts.forms import ResendForm, SignupForm
 
 
 def signup(request: HttpRequest) -> HttpResponse:
+    if not selectors.signup_open():
+        # The page says so, and a form posted anyway creates nothing.
+        status = 200 if request.method == "GET" else 403
+        return render(request, "accounts/signup.html", {"closed": services.SIGNUP_CLOSED}, status=status)
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = services.user_signup(email=form.cleaned_data["email"], password=form.cleaned_data["password"])

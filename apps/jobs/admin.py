@@ -9,9 +9,10 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -19,7 +20,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
 from apps.jobs import lifecycle, selectors, services, tallies
-from apps.jobs.errors import ActionNotAllowed, UnknownKind
+from apps.jobs.errors import ActionForbidden, ActionNotAllowed, UnknownKind
 from apps.jobs.models import ApiToken, Job
 from apps.jobs.presenters import json_pretty, seconds_text
 from apps.jobs.probes import queues_depth, workers_active
@@ -78,6 +79,7 @@ class QueueFilter(admin.SimpleListFilter):
 
 
 def _act(request: HttpRequest, jobs: QuerySet[Job], action, verb: str) -> None:
+    """Each selected job's action as `request.user`, so each is checked and recorded in the admin log."""
     limit = settings.CONVEYOR_ADMIN_ACTION_LIMIT
     selected = list(jobs[: limit + 1])
     if len(selected) > limit:
@@ -87,9 +89,9 @@ def _act(request: HttpRequest, jobs: QuerySet[Job], action, verb: str) -> None:
     done = 0
     for job in selected:
         try:
-            action(job=job)
+            action(job=job, by=request.user)
             done += 1
-        except ActionNotAllowed as exc:
+        except (ActionForbidden, ActionNotAllowed) as exc:
             messages.warning(request, f"{job.id}: {exc}")
     if done:
         messages.success(request, f"{verb} {done} job(s).")
@@ -160,16 +162,20 @@ class JobAdmin(admin.ModelAdmin):
         return job
 
     def changelist_view(self, request, extra_context=None):
-        return super().changelist_view(request, {**(extra_context or {}), "title": "Jobs"})
+        # An action this user is not offered (retry and cancel need the permission to change jobs) is refused
+        # outright, rather than taken for "no action selected".
+        if request.method == "POST" and request.POST.get("action", "") not in {"", *self.get_actions(request)}:
+            raise PermissionDenied("You may view jobs but not act on them.")
+        return super().changelist_view(request, {**(extra_context or {}), "title": "Jobs",
+                                                 "can_act": self.has_change_permission(request)})
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         # Every field is the worker's or the submitter's fact: the page shows them, never saves them. Its
-        # buttons are the actions the job's state allows now (lifecycle.job_actions).
+        # buttons are the actions the job's state allows now and this user may take (selectors.job_actions_for).
         job = self.get_object(request, object_id) if object_id else None
-        actions = lifecycle.job_actions(job=job, kind=_kind(job)) if job is not None else []
+        actions = selectors.job_actions_for(user=request.user, job=job, kind=_kind(job)) if job is not None else []
         extra_context = {**(extra_context or {}), "title": "Job", "show_save": False, "show_save_and_continue": False,
-                         "show_save_and_add_another": False, "show_delete": False,
-                         "job_actions": actions if self.has_change_permission(request, job) else []}
+                         "show_save_and_add_another": False, "show_delete": False, "job_actions": actions}
         return super().changeform_view(request, object_id, form_url, extra_context)
 
     # --- columns and fields ---
@@ -275,21 +281,37 @@ class JobAdmin(admin.ModelAdmin):
         return self._job_button(request, job_id, services.job_cancel, "Cancelled")
 
     def _job_button(self, request: HttpRequest, job_id: uuid.UUID, action, verb: str) -> HttpResponse:
-        if request.method != "POST" or not self.has_change_permission(request):
+        if request.method != "POST":
             return HttpResponse("Use the button on the job's page.", status=405)
-        _act(request, Job.objects.filter(id=job_id), action, verb)
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied("Acting on jobs needs the permission to change jobs.")
+        job = self.get_queryset(request).filter(id=job_id).first()
+        if job is None:
+            raise Http404(f"No job {job_id}.")
+        try:
+            action(job=job, by=request.user)
+        except ActionForbidden as exc:
+            raise PermissionDenied(str(exc)) from None
+        except ActionNotAllowed as exc:
+            messages.warning(request, f"{job.id}: {exc}")
+        else:
+            messages.success(request, f"{verb} 1 job(s).")
         return HttpResponseRedirect(reverse("admin:jobs_job_change", args=[job_id]))
 
     def redrive_view(self, request: HttpRequest) -> HttpResponse:
-        if request.method != "POST" or not self.has_change_permission(request):
+        if request.method != "POST":
             return HttpResponse("Use the re-drive button.", status=405)
-        count = services.dead_letters_redrive()
+        if not self.has_change_permission(request):
+            raise PermissionDenied("Re-driving the dead queue needs the permission to change jobs.")
+        count = services.dead_letters_redrive(by=request.user)
         messages.success(request, f"Re-drove {count} job(s) from the dead queue; each runs again as a new attempt.")
         return HttpResponseRedirect(request.POST.get("next") or reverse("admin:jobs_job_changelist"))
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         """Jobs by status now, finished in the last hour and day, a chart of the last hour, queues and workers:
         all read from the tallies, RabbitMQ and Celery, never counted over the jobs."""
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied("The jobs dashboard needs the permission to view jobs.")
         now = timezone.now()
         live = tallies.tallies_read()
         first, minutes = tallies.tallies_grown_per_minute(since=now - timedelta(days=1), now=now)

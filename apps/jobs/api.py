@@ -11,8 +11,9 @@ from collections.abc import Callable
 from datetime import datetime
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
+from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.datastructures import MultiValueDict
 from django.utils.dateparse import parse_datetime
@@ -20,8 +21,17 @@ from django.views.decorators.csrf import csrf_exempt
 
 from apps.jobs import selectors, services
 from apps.jobs.database import database_retried
-from apps.jobs.errors import ActionNotAllowed, IdempotencyKeyReused, JobParamsInvalid, RunAfterInvalid, UnknownKind
+from apps.jobs.errors import (
+    ActionForbidden,
+    ActionNotAllowed,
+    IdempotencyKeyReused,
+    JobParamsInvalid,
+    RunAfterInvalid,
+    SubmissionRefused,
+    UnknownKind,
+)
 from apps.jobs.models import Job
+from apps.jobs.openapi import api_schema
 from apps.jobs.presenters import job_json, kind_json
 from apps.jobs.registry import kind_get, kinds_all
 
@@ -61,8 +71,8 @@ def _authenticate(request: HttpRequest) -> None:
             raise ApiError(403, "CSRF check failed: send the X-CSRFToken header with a session-authenticated request.")
 
 
-def api_endpoint(*methods: str) -> Callable:
-    """Method check, authentication and error mapping shared by every endpoint.
+def api_endpoint(*methods: str, public: bool = False) -> Callable:
+    """Method check, authentication (unless `public`) and error mapping shared by every endpoint.
 
     While PostgreSQL is unreachable (a restart, a failover) the request waits for it, up to
     CONVEYOR_WEB_DB_WAIT_SECONDS, and is handled again from the start; nothing it did before the failure was
@@ -80,7 +90,8 @@ def api_endpoint(*methods: str) -> Callable:
                         405, f"Method {request.method} is not allowed here; use {', '.join(methods)}.",
                         headers={"Allow": ", ".join(methods)},
                     )
-                _authenticate(request)
+                if not public:
+                    _authenticate(request)
                 return view(request, *args, **kwargs)
 
             try:
@@ -92,6 +103,10 @@ def api_endpoint(*methods: str) -> Callable:
                 return error_response(
                     413, f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
                 )
+            except (MultiPartParserError, SuspiciousOperation) as exc:
+                # A body Django cannot read (a multipart body without its boundary, too many fields): Django's
+                # own answer would be an HTML page.
+                return error_response(400, f"The request body could not be read: {exc or type(exc).__name__}.")
 
         return wrapper
 
@@ -122,8 +137,9 @@ def _job_for(request: HttpRequest, job_id: uuid.UUID) -> Job:
     return job
 
 
-def _job_response(job: Job, status: int) -> JsonResponse:
-    return JsonResponse(job_json(job=job, attempts=selectors.job_attempts(job=job)), status=status)
+def _job_response(request: HttpRequest, job: Job, status: int) -> JsonResponse:
+    return JsonResponse(job_json(job=job, viewer=request.user, attempts=selectors.job_attempts(job=job)),
+                        status=status)
 
 
 @api_endpoint("GET", "POST")
@@ -184,9 +200,12 @@ def _jobs_submit(request: HttpRequest) -> JsonResponse:
         raise ApiError(400, str(exc), {"run_after": [str(exc)]}) from None
     except IdempotencyKeyReused as exc:
         raise ApiError(409, str(exc), {"idempotency_key": [str(exc)]}) from None
+    except SubmissionRefused as exc:
+        retry_after = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+        raise ApiError(429, str(exc), headers=retry_after) from None
     # The job as recorded, without result or attempts: a new job has neither, and the request
     # that submits it should not pay for reading them.
-    body = job_json(job=job)
+    body = job_json(job=job, viewer=request.user)
     response = JsonResponse(body, status=202 if created else 200)
     response["Location"] = body["url"]
     return response
@@ -202,14 +221,15 @@ def _jobs_list(request: HttpRequest) -> JsonResponse:
         page_size = int(request.GET.get("page_size", settings.CONVEYOR_PAGE_SIZE))
     except ValueError:
         raise ApiError(400, "'page' and 'page_size' must be whole numbers.") from None
-    if page < 1 or not 1 <= page_size <= settings.CONVEYOR_API_MAX_PAGE_SIZE:
-        raise ApiError(400, f"'page' starts at 1; 'page_size' is 1 to {settings.CONVEYOR_API_MAX_PAGE_SIZE}.")
+    if not 1 <= page <= settings.CONVEYOR_MAX_PAGE or not 1 <= page_size <= settings.CONVEYOR_API_MAX_PAGE_SIZE:
+        raise ApiError(400, f"'page' is 1 to {settings.CONVEYOR_MAX_PAGE} (filter by status or kind to reach older "
+                            f"jobs); 'page_size' is 1 to {settings.CONVEYOR_API_MAX_PAGE_SIZE}.")
     found = selectors.jobs_page(
         jobs=selectors.jobs_filtered(user=request.user, status=status, kind=kind), number=page, size=page_size
     )
     return JsonResponse(
         {
-            "results": [job_json(job=job) for job in found.jobs],
+            "results": [job_json(job=job, viewer=request.user) for job in found.jobs],
             "page": page,
             "page_size": page_size,
             "has_next": found.has_next,
@@ -219,7 +239,7 @@ def _jobs_list(request: HttpRequest) -> JsonResponse:
 
 @api_endpoint("GET")
 def job_detail(request: HttpRequest, job_id: uuid.UUID) -> JsonResponse:
-    return _job_response(_job_for(request, job_id), status=200)
+    return _job_response(request, _job_for(request, job_id), status=200)
 
 
 @api_endpoint("POST")
@@ -235,15 +255,23 @@ def job_cancel(request: HttpRequest, job_id: uuid.UUID) -> JsonResponse:
 def _job_action(request: HttpRequest, job_id: uuid.UUID, action: Callable[..., Job]) -> JsonResponse:
     job = _job_for(request, job_id)
     try:
-        job = action(job=job)
+        job = action(job=job, by=request.user)
+    except ActionForbidden as exc:
+        raise ApiError(403, str(exc)) from None
     except ActionNotAllowed as exc:
         raise ApiError(409, str(exc)) from None
-    return _job_response(job, status=200)
+    return _job_response(request, job, status=200)
 
 
 @api_endpoint("GET")
 def kinds(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"results": [kind_json(kind=kind) for kind in kinds_all() if kind.user_submittable]})
+
+
+@api_endpoint("GET", public=True)
+def schema(request: HttpRequest) -> JsonResponse:
+    """The API's OpenAPI document; public, as it describes the API and holds no one's data."""
+    return JsonResponse(api_schema())
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

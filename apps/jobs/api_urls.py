@@ -10,4 +10,5 @@ urlpatterns = [
     path("jobs/<uuid:job_id>/retry/", api.job_retry, name="job-retry"),
     path("jobs/<uuid:job_id>/cancel/", api.job_cancel, name="job-cancel"),
     path("kinds/", api.kinds, name="kinds"),
+    path("schema/", api.schema, name="schema"),
 ]

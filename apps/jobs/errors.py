@@ -39,6 +39,21 @@ class IdempotencyKeyReused(Exception):
     """The same idempotency key was sent before with a different kind or params."""
 
 
+class ActionForbidden(Exception):
+    """The user may see the job but not act on it (someone else's job, without the permission to change jobs)."""
+
+
+class SubmissionRefused(Exception):
+    """A per-user limit refuses the submission; the message says which and when to try again.
+
+    `retry_after` is the seconds until a submission would be taken, when that is known (the rate), else None.
+    """
+
+    def __init__(self, message: str, *, retry_after: int | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ActionNotAllowed(Exception):
     """An operator action does not apply to the job in its current state."""
 

@@ -87,6 +87,10 @@ class Job(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["submitted_by", "-created_at"], name="job_owner_recent"),
+            # The per-user limit on waiting jobs (apps/jobs/limits.py) counts a user's waiting jobs here, reading at
+            # most CONVEYOR_USER_JOBS_WAITING_MAX entries; it names "scheduled" for deferred jobs.
+            models.Index(fields=["submitted_by"], name="job_owner_waiting",
+                         condition=Q(status__in=["queued", "scheduled", "retrying"])),
             models.Index(fields=["status", "-created_at"], name="job_status_recent"),
             models.Index(fields=["kind", "-created_at"], name="job_kind_recent"),
             # The admin's and pages' newest-first lists, unfiltered or by date, over millions of jobs.
@@ -186,6 +190,19 @@ class ApiToken(models.Model):
     @staticmethod
     def hash_of(token: str) -> str:
         return hashlib.sha256(token.encode()).hexdigest()
+
+
+class SubmissionAllowance(models.Model):
+    """How much of a user's submission rate is spent, as a token bucket in one row per user (apps/jobs/limits.py):
+    the user's bucket is full again at `full_at`. UNLOGGED (migration 0005): no WAL, so taking from it adds no
+    disk flush to a submission, and a crash that empties the table only refills every bucket."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True,
+                                related_name="+")
+    full_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"submissions of user {self.user_id}: bucket full at {self.full_at:%H:%M:%S}"
 
 
 class JobTally(models.Model):

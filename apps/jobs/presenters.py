@@ -3,10 +3,11 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.urls import reverse
 
-from apps.jobs import lifecycle
+from apps.jobs import selectors
 from apps.jobs.errors import UnknownKind
 from apps.jobs.models import Job, JobAttempt
 from apps.jobs.registry import JobKind, kind_get
@@ -23,9 +24,9 @@ def _kind_or_none(job: Job) -> JobKind | None:
         return None
 
 
-def job_json(*, job: Job, attempts: list[JobAttempt] | None = None) -> dict:
-    """The job as JSON, with the operator actions its state allows now; given its `attempts` (one job, not lists),
-    also its result, traceback and attempt history."""
+def job_json(*, job: Job, viewer: AbstractBaseUser, attempts: list[JobAttempt] | None = None) -> dict:
+    """The job as JSON, with the operator actions its state allows now and `viewer` may take; given its
+    `attempts` (one job, not lists), also its result, traceback and attempt history."""
     kind = _kind_or_none(job)
     data = {
         "id": str(job.id),
@@ -45,7 +46,7 @@ def job_json(*, job: Job, attempts: list[JobAttempt] | None = None) -> dict:
         "published_at": _iso(job.published_at),
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
-        "actions": lifecycle.job_actions(job=job, kind=kind),
+        "actions": selectors.job_actions_for(user=viewer, job=job, kind=kind),
         "url": reverse("api:job", args=[job.id]),
         "page_url": reverse("jobs:detail", args=[job.id]),
     }

@@ -11,7 +11,9 @@ from django.db.models import Q, QuerySet, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from apps.jobs import lifecycle
 from apps.jobs.models import ApiToken, Job, JobAttempt
+from apps.jobs.registry import JobKind
 
 
 def jobs_visible_to(*, user: AbstractBaseUser) -> QuerySet[Job]:
@@ -20,7 +22,22 @@ def jobs_visible_to(*, user: AbstractBaseUser) -> QuerySet[Job]:
     return jobs if user.is_staff else jobs.filter(submitted_by=user)
 
 
+def job_action_permitted(*, user: AbstractBaseUser, job: Job) -> bool:
+    """Whether `user` may act on `job` (retry, cancel): its submitter may; anyone else needs the permission to
+    change jobs (operators). A staff user with only the view permission sees every job but acts on none but
+    their own. Which actions the job's state allows is lifecycle.job_actions's to say."""
+    return (job.submitted_by_id is not None and job.submitted_by_id == user.pk) or user.has_perm("jobs.change_job")
+
+
+def job_actions_for(*, user: AbstractBaseUser, job: Job, kind: JobKind | None) -> list[str]:
+    """The actions `user` can take on `job` now: those its state allows, if the user may act on it at all. Every
+    screen (the job's JSON, its page, the admin) draws its buttons from this."""
+    return lifecycle.job_actions(job=job, kind=kind) if job_action_permitted(user=user, job=job) else []
+
+
 def jobs_filtered(*, user: AbstractBaseUser, status: str = "", kind: str = "") -> QuerySet[Job]:
+    if "\x00" in status + kind:  # no kind or status holds one (PostgreSQL text cannot), and the query would fail
+        return Job.objects.none()
     jobs = jobs_visible_to(user=user)
     if status:
         jobs = jobs.filter(status=status)

@@ -7,6 +7,7 @@ import json
 import logging
 import secrets
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -19,10 +20,10 @@ from django.forms import Form
 from django.utils import timezone
 from django.utils.datastructures import MultiValueDict
 
-from apps.jobs import lifecycle
+from apps.jobs import audit, lifecycle, limits, selectors
 from apps.jobs.context import trace_id_var
 from apps.jobs.database import database_retried
-from apps.jobs.errors import IdempotencyKeyReused, JobParamsInvalid, RunAfterInvalid, UnknownKind
+from apps.jobs.errors import ActionForbidden, IdempotencyKeyReused, JobParamsInvalid, RunAfterInvalid, UnknownKind
 from apps.jobs.models import ApiToken, Job
 from apps.jobs.registry import JobKind, kind_get
 from config import broker
@@ -46,7 +47,23 @@ def job_params_clean(
     else:
         cleaned = {name: value for name, value in form.cleaned_data.items() if not isinstance(value, UploadedFile)}
     # The params travel as JSON; a value JSON cannot carry would fail later, in the worker.
-    return json.loads(json.dumps(cleaned, cls=DjangoJSONEncoder)), form
+    cleaned = json.loads(json.dumps(cleaned, cls=DjangoJSONEncoder))
+    # Nor can PostgreSQL's jsonb hold a NUL character, in a string or a key: the INSERT would fail.
+    for name in [name for name, value in cleaned.items() if _holds_nul(name) or _holds_nul(value)]:
+        form.add_error(name if name in form.fields else None, "Null characters (\\u0000) are not allowed.")
+    if form.errors:
+        raise JobParamsInvalid(form)
+    return cleaned, form
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def job_run_after_check(*, run_after: datetime | None) -> None:
@@ -89,8 +106,10 @@ def job_submit(
     idempotency key names an earlier job with the same kind, params (files compared by content) and run_after,
     in which case nothing is stored. Keys are per submitter; jobs of no submitter (schedules, @task code) share
     one space of keys. A kind's files are stored only for a new job. `queue` overrides the kind's queue (a
-    @task's queue_name).
+    @task's queue_name). A user's submissions are bounded by apps/jobs/limits.py (SubmissionRefused), before
+    anything else is done.
     """
+    limits.submission_admit(user=submitted_by)
     job_kind = kind_get(kind)
     job_run_after_check(run_after=run_after)
     queue = queue or job_kind.queue
@@ -167,18 +186,40 @@ def _job_for_idempotency_key(*, submitted_by: AbstractBaseUser | None, key: str,
 # --- Operator actions ----------------------------------------------------------------------------------
 
 
-def job_retry(*, job: Job) -> Job:
+def job_retry(*, job: Job, by: AbstractBaseUser | None = None) -> Job:
     """Run a failed or cancelled job again as a new attempt; its earlier attempts stay in history.
 
     Back in the outbox, it is published by the relay once this commits, with a new generation: a message
-    left from its earlier run is dropped by the fence.
+    left from its earlier run is dropped by the fence. `by`: the user who asks (see _job_act_as).
     """
-    return lifecycle.job_retry(job=job)
+    return _job_act_as(by=by, job=job, action="retry", act=lambda: lifecycle.job_retry(job=job))
 
 
-def job_cancel(*, job: Job) -> Job:
-    """Cancel a waiting job, scheduled ones included (it never runs), or a running job of an interruptible kind."""
-    return lifecycle.job_cancel(job=job, kind=_kind_or_none(job.kind))
+def job_cancel(*, job: Job, by: AbstractBaseUser | None = None) -> Job:
+    """Cancel a waiting job, scheduled ones included (it never runs), or a running job of an interruptible kind.
+
+    `by`: the user who asks (see _job_act_as).
+    """
+    return _job_act_as(by=by, job=job, action="cancel",
+                       act=lambda: lifecycle.job_cancel(job=job, kind=_kind_or_none(job.kind)))
+
+
+def _job_act_as(*, by: AbstractBaseUser | None, job: Job, action: str, act: Callable[[], Job]) -> Job:
+    """An operator action asked for by `by`: ActionForbidden unless they may act on the job, else the action and
+    its record in the admin log (who, when, what), committed together. None is Conveyor's own code: no check,
+    no record."""
+    if by is None:
+        return act()
+    if not selectors.job_action_permitted(user=by, job=job):
+        raise ActionForbidden(
+            f"You can see job {job.id} but not {action} it: acting on another user's job needs the permission "
+            "to change jobs."
+        )
+    was = job.status
+    with transaction.atomic():
+        job = act()
+        audit.operator_action_record(user=by, objects=[job], message=f"{action}: {was} → {job.status}")
+    return job
 
 
 def _kind_or_none(name: str) -> JobKind | None:
@@ -188,13 +229,14 @@ def _kind_or_none(name: str) -> JobKind | None:
         return None
 
 
-def dead_letters_redrive(*, limit: int = 1000) -> int:
+def dead_letters_redrive(*, limit: int = 1000, by: AbstractBaseUser | None = None) -> int:
     """Take up to `limit` messages out of the dead queue and run their jobs again; how many.
 
     A failed or cancelled job runs again as a new attempt (an operator's retry). A job still waiting or
     running whose message RabbitMQ dead-lettered (its delivery limit) goes back to the outbox, unless a
     live attempt holds it. A dead letter whose job is gone, succeeded, or was dispatched again since is
-    dropped: running it would run the job twice. Every job is published by the relay.
+    dropped: running it would run the job twice. Every job is published by the relay. Each job re-driven is
+    recorded in the admin log as done by `by`, when given.
     """
     redriven = 0
     with celery_app.connection_for_write() as broker_connection:
@@ -205,21 +247,25 @@ def dead_letters_redrive(*, limit: int = 1000) -> int:
             if message is None:
                 break
             _, kwargs, _ = message.decode()
-            redriven += _dead_letter_redrive(job_id=message.headers.get("id"), generation=kwargs.get("generation", 0))
+            with transaction.atomic():
+                job = _dead_letter_redrive(job_id=message.headers.get("id"), generation=kwargs.get("generation", 0))
+                if job is not None and by is not None:
+                    audit.operator_action_record(user=by, objects=[job], message="re-drive from the dead queue")
+            redriven += job is not None
             message.ack()
     return redriven
 
 
-def _dead_letter_redrive(*, job_id: str | None, generation: int) -> int:
+def _dead_letter_redrive(*, job_id: str | None, generation: int) -> Job | None:
+    """The dead letter's job, put back to run; None when it is dropped."""
     job = Job.objects.filter(id=job_id).first() if job_id else None
     if job is None or job.status == Status.SUCCEEDED:
-        return 0
+        return None
     if job.status in lifecycle.RETRY.sources:
-        lifecycle.job_retry(job=job)
-        return 1
+        return lifecycle.job_retry(job=job)
     if job.generation != generation or job.id in lifecycle.jobs_alive(job_ids=[job.id]):
-        return 0
-    return lifecycle.jobs_redispatch(job_ids=[job.id], statuses=[job.status])
+        return None
+    return job if lifecycle.jobs_redispatch(job_ids=[job.id], statuses=[job.status]) else None
 
 
 # --- API tokens ----------------------------------------------------------------------------------------

@@ -4,12 +4,21 @@ import uuid
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.jobs import selectors, services
-from apps.jobs.errors import ActionNotAllowed, IdempotencyKeyReused, JobParamsInvalid, RunAfterInvalid, UnknownKind
+from apps.jobs.errors import (
+    ActionForbidden,
+    ActionNotAllowed,
+    IdempotencyKeyReused,
+    JobParamsInvalid,
+    RunAfterInvalid,
+    SubmissionRefused,
+    UnknownKind,
+)
 from apps.jobs.forms import RunAfterForm
 from apps.jobs.models import Job
 from apps.jobs.presenters import attempt_rows, job_json, json_pretty
@@ -39,7 +48,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
     status, kind = request.GET.get("status", ""), request.GET.get("kind", "")
     jobs = selectors.jobs_filtered(user=request.user, status=status, kind=kind)
     try:
-        number = max(1, int(request.GET.get("page", 1)))
+        number = min(max(1, int(request.GET.get("page", 1))), settings.CONVEYOR_MAX_PAGE)
     except ValueError:
         number = 1
     page = selectors.jobs_page(jobs=jobs, number=number, size=settings.CONVEYOR_PAGE_SIZE)
@@ -55,7 +64,7 @@ def job_kind_pick(request: HttpRequest) -> HttpResponse:
 @login_required
 def job_new(request: HttpRequest, kind: str) -> HttpResponse:
     job_kind = _kind_or_404(kind)
-    form, when = job_kind.form_build(user=request.user), RunAfterForm()
+    form, when, refused = job_kind.form_build(user=request.user), RunAfterForm(), None
     if request.method == "POST":
         when = RunAfterForm(request.POST)
         if not when.is_valid():
@@ -78,17 +87,26 @@ def job_new(request: HttpRequest, kind: str) -> HttpResponse:
             when.add_error("run_after", str(exc))
         except IdempotencyKeyReused as exc:
             messages.error(request, str(exc))
+        except SubmissionRefused as exc:
+            # The API's message, above the user's input as they sent it.
+            form = job_kind.form_build(user=request.user, data=request.POST, files=request.FILES)
+            form.add_error(None, str(exc))
+            refused = exc
         else:
             messages.success(request, "Job scheduled." if job.status == Job.Status.SCHEDULED else "Job submitted.")
             return redirect("jobs:detail", job_id=job.id)
-    return render(request, "jobs/form.html", {"kind": job_kind, "form": form, "when": when})
+    response = render(request, "jobs/form.html", {"kind": job_kind, "form": form, "when": when},
+                      status=429 if refused else 200)
+    if refused is not None and refused.retry_after:
+        response["Retry-After"] = str(refused.retry_after)
+    return response
 
 
 @login_required
 def job_detail(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     job = _job_or_404(request, job_id)
     attempts = selectors.job_attempts(job=job)
-    data = job_json(job=job, attempts=attempts)
+    data = job_json(job=job, viewer=request.user, attempts=attempts)
     context = {
         "job": job, "data": data, "kind": kind_find(job.kind), "attempts": attempt_rows(job=job, attempts=attempts),
         "params": json_pretty(job.params), "result": json_pretty(data["result"]) if data["result"] is not None else "",
@@ -111,7 +129,9 @@ def job_cancel(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
 def _job_action(request: HttpRequest, job_id: uuid.UUID, action, done: str) -> HttpResponse:
     job = _job_or_404(request, job_id)
     try:
-        action(job=job)
+        action(job=job, by=request.user)
+    except ActionForbidden as exc:
+        raise PermissionDenied(str(exc)) from None
     except ActionNotAllowed as exc:
         messages.error(request, str(exc))
     else:

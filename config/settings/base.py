@@ -287,9 +287,24 @@ TASKS = {
 # --- Pages and API ---------------------------------------------------------
 CONVEYOR_PAGE_SIZE = env.int("CONVEYOR_PAGE_SIZE", default=25)
 CONVEYOR_API_MAX_PAGE_SIZE = env.int("CONVEYOR_API_MAX_PAGE_SIZE", default=200)
+# Deepest page of a job list (pages and API): a page reads past every job before it, so a deeper one costs more;
+# filters (status, kind) reach older jobs. The API answers 400 past it, the pages show this page.
+CONVEYOR_MAX_PAGE = env.int("CONVEYOR_MAX_PAGE", default=1000)
 # Seconds each web process remembers a good API token (and its user) instead of reading it again;
 # deleting a token or deactivating its user takes effect within this time. 0 reads it every time.
 CONVEYOR_API_TOKEN_CACHE_SECONDS = env.float("CONVEYOR_API_TOKEN_CACHE_SECONDS", default=10.0)
+
+# --- Per-user limits (apps/jobs/limits.py, apps/accounts) ------------------
+# So that one account cannot take the system from the others; staff are exempt, and so are jobs of no submitter.
+# Jobs one user may submit a minute: that many at once, then one every 60/N seconds (a token bucket); past it a
+# submission answers 429 with Retry-After (the form shows the same message). 0: no limit.
+CONVEYOR_USER_SUBMISSIONS_PER_MINUTE = env.int("CONVEYOR_USER_SUBMISSIONS_PER_MINUTE", default=60)
+# Jobs of one user that may wait to run at once (queued, scheduled or retrying); past it a submission answers 429
+# until some have started. Each submission counts up to this many of the user's waiting jobs in an index. 0: no limit.
+CONVEYOR_USER_JOBS_WAITING_MAX = env.int("CONVEYOR_USER_JOBS_WAITING_MAX", default=1000)
+# Whether anyone may create an account at /accounts/signup/; false: the page says sign-up is closed and creates
+# nothing (accounts are then made by an administrator). Accounts waiting for verification can still verify.
+CONVEYOR_SIGNUP_OPEN = env.bool("CONVEYOR_SIGNUP_OPEN", default=True)
 
 # --- Operator console: admin, dashboard, Flower, metrics -------------------
 # The admin's job list counts at most this many matches ("10000" then means "at least"): an exact

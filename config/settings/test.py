@@ -27,3 +27,7 @@ TASKS = {"default": {**TASKS["default"], "OPTIONS": {"TASKS": {
     "tests.tasks.task_functions.fail_twice": {"retry_on": ["builtins.ConnectionError"], "max_retries": 3,
                                               "backoff_base": 0.1, "backoff_cap": 0.2},
 }}}}
+# The suite floods one account on purpose (the chaos test submits 200 jobs in 20 s): limits no test reaches, so
+# every submission still takes the limits' path; the tests of the limits set their own.
+CONVEYOR_USER_SUBMISSIONS_PER_MINUTE = env.int("CONVEYOR_USER_SUBMISSIONS_PER_MINUTE", default=100_000)
+CONVEYOR_USER_JOBS_WAITING_MAX = env.int("CONVEYOR_USER_JOBS_WAITING_MAX", default=100_000)

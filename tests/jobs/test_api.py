@@ -222,3 +222,31 @@ def test_without_a_token_cache_a_deleted_token_is_refused_at_once(api_client, us
     assert api_client.get("/api/jobs/").status_code == 200
     ApiToken.objects.filter(user=user).delete()
     assert api_client.get("/api/jobs/").status_code == 401
+
+
+# Found by the fuzz (tests/jobs/test_openapi.py): each answered 500 or an HTML page before.
+
+
+def test_a_page_deeper_than_the_limit_answers_400_and_the_list_page_stops_at_it(api_client, signed_in, settings):
+    settings.CONVEYOR_MAX_PAGE = 1000
+    response = api_client.get("/api/jobs/", {"page": "1730120698777600524288"})
+    assert response.status_code == 400 and "'page' is 1 to 1000" in response.json()["error"]
+    assert signed_in.get("/jobs/", {"page": "1730120698777600524288"}).status_code == 200
+
+
+def test_a_multipart_body_django_cannot_read_answers_the_json_error(api_client):
+    response = api_client.post("/api/jobs/", data=b"--x\r\n", content_type="multipart/form-data")
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("The request body could not be read")
+
+
+def test_a_null_character_in_params_is_a_field_error_and_in_a_filter_matches_nothing(api_client, user):
+    from apps.webhooks.models import WebhookEndpoint
+
+    endpoint = WebhookEndpoint.objects.create(owner=user, url="http://127.0.0.1:9/hook")
+    body = {"kind": "webhooks.deliver", "params": {"endpoint": endpoint.id, "event": "e", "payload": {"a": "b\x00"}}}
+    response = post_json(api_client, "/api/jobs/", body)
+    assert response.status_code == 400 and response.json()["fields"] == {
+        "payload": ["Null characters (\\u0000) are not allowed."]}
+    listed = api_client.get("/api/jobs/", {"kind": "diagnostics.noop\x00"})
+    assert listed.status_code == 200 and listed.json()["results"] == []

@@ -1,5 +1,6 @@
 """Move messages out of the dead-letter queue: their failed jobs run again as new attempts."""
-from django.core.management.base import BaseCommand
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
 
 from apps.jobs.services import dead_letters_redrive
 
@@ -9,7 +10,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--limit", type=int, default=1000, help="Most messages to move (default 1000).")
+        parser.add_argument("--user", help="Record each job re-driven in the admin log as done by this user.")
 
-    def handle(self, *args, limit: int, **options) -> None:
-        count = dead_letters_redrive(limit=limit)
+    def handle(self, *args, limit: int, user: str | None, **options) -> None:
+        by = None
+        if user is not None:
+            by = get_user_model().objects.filter(username=user).first()
+            if by is None:
+                raise CommandError(f"No user {user!r}; give the username of the operator who re-drives.")
+        count = dead_letters_redrive(limit=limit, by=by)
         self.stdout.write(f"Re-drove {count} job(s) from the dead queue.")
