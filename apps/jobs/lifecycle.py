@@ -150,13 +150,15 @@ def job_record(*, job: Job) -> None:
 
 @dataclass(frozen=True)
 class Dispatch:
-    """One message the relay owes: the job, where it goes, and the generation it carries."""
+    """One message the relay owes: the job, where it goes, the generation it carries, and the due time it was
+    claimed at (a confirm counts only while the job still waits for that same dispatch)."""
 
     job_id: uuid.UUID
     kind: str
     queue: str
     trace_id: str
     generation: int
+    due_at: datetime
 
 
 def dispatch_claim(*, kinds: list[str], limit: int) -> list[Dispatch]:
@@ -181,22 +183,30 @@ def dispatch_claim(*, kinds: list[str], limit: int) -> list[Dispatch]:
             {"waiting": list(Job.WAITING), "now": timezone.now(), "kinds": kinds, "limit": limit},
         )
         rows = sorted(cursor.fetchall(), key=lambda row: row[5])
-    return [Dispatch(*row[:5]) for row in rows]
+    return [Dispatch(*row) for row in rows]
 
 
 def dispatch_confirm(*, dispatches: list[Dispatch]) -> None:
-    """Mark published the jobs whose messages RabbitMQ confirmed, unless a later claim superseded them."""
+    """Mark published the jobs whose messages RabbitMQ confirmed, unless something happened to the job since
+    its claim: a later claim (another generation), or a new wait for the outbox set by the attempt its message
+    already ran (a retry after backoff, a deferral) or by an operator, which keeps the generation but moves
+    due_at. Marking such a job published would leave it waiting for a message nobody sends."""
     if not dispatches:
         return
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             UPDATE {JOBS} SET published_at = %s
-            FROM unnest(%s::uuid[], %s::integer[]) AS confirmed (id, generation)
+            FROM unnest(%s::uuid[], %s::integer[], %s::timestamptz[]) AS confirmed (id, generation, due_at)
             WHERE {JOBS}.id = confirmed.id AND {JOBS}.generation = confirmed.generation
-                AND {JOBS}.published_at IS NULL
+                AND {JOBS}.due_at = confirmed.due_at AND {JOBS}.published_at IS NULL
             """,
-            [timezone.now(), [d.job_id for d in dispatches], [d.generation for d in dispatches]],
+            [
+                timezone.now(),
+                [d.job_id for d in dispatches],
+                [d.generation for d in dispatches],
+                [d.due_at for d in dispatches],
+            ],
         )
 
 

@@ -80,7 +80,7 @@ def test_a_batch_is_confirmed_message_by_message_and_a_full_queue_refuses_its_sh
 
     def messages(queue: str, count: int) -> list[Dispatch]:
         jobs = [Job.objects.create(kind="diagnostics.noop", queue=queue) for _ in range(count)]
-        return [Dispatch(job.id, job.kind, job.queue, job.trace_id, 1) for job in jobs]
+        return [Dispatch(job.id, job.kind, job.queue, job.trace_id, 1, job.due_at) for job in jobs]
 
     with JobPublisher() as publisher:
         filled = [len(publisher.publish([message])) for message in messages("held", capacity + 2)]

@@ -84,7 +84,7 @@ def test_a_duplicate_message_of_a_finished_job_is_not_run_again(start_worker):
 
     # e.g. the relay published its dispatch twice because a confirm was lost
     with JobPublisher() as publisher:
-        assert publisher.publish([Dispatch(job.id, job.kind, job.queue, job.trace_id, job.generation)])
+        assert publisher.publish([Dispatch(job.id, job.kind, job.queue, job.trace_id, job.generation, job.due_at)])
     later = submit("diagnostics.noop")
     wait_for_status(later, Job.Status.SUCCEEDED)
 

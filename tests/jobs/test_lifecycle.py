@@ -155,6 +155,21 @@ def test_a_retry_later_puts_the_job_back_in_the_outbox_due_after_its_backoff():
     assert (attempt.outcome, attempt.retry_delay, attempt.traceback) == ("retrying", 30, "Traceback ...")
 
 
+def test_a_confirm_that_comes_after_its_message_already_ran_and_asked_for_a_retry_leaves_the_retry_waiting():
+    # given a claimed job whose message a worker took, ran and retried before the relay saw RabbitMQ's confirm
+    # (the relay confirms a whole batch at once; the first message of a batch can be done by then)
+    job = queued()
+    [dispatch] = [d for d in lifecycle.dispatch_claim(kinds=[job.kind], limit=100) if d.job_id == job.id]
+    start = lifecycle.attempt_start(job_id=str(job.id), generation=dispatch.generation, worker="w")
+    lifecycle.attempt_retry_later(job=start.job, error="TransientJobError: busy", traceback="", delay=0, log=[])
+    # when the relay's confirm for that dispatch arrives
+    lifecycle.dispatch_confirm(dispatches=[dispatch])
+    # then the retry still waits in the outbox for the relay, not marked published with no message behind it
+    job.refresh_from_db()
+    assert (job.status, job.published_at) == ("retrying", None)
+    assert [d.job_id for d in lifecycle.dispatch_claim(kinds=[job.kind], limit=100)] == [job.id]
+
+
 def test_an_attempt_that_was_taken_over_records_nothing_over_the_new_one():
     # given an attempt whose job was taken over meanwhile (another attempt is the job's now)
     job = queued()
