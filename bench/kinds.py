@@ -11,7 +11,7 @@ from apps.jobs.registry import JobKind, RetryPolicy, kind_register
 
 
 class RetryOnceForm(forms.Form):
-    wait = forms.IntegerField(min_value=1, max_value=600, help_text="Seconds the retry waits in RabbitMQ.")
+    wait = forms.IntegerField(min_value=1, max_value=600, help_text="Seconds the retry waits in the outbox.")
 
 
 @shared_task(base=JobTask, name="bench.retry_once")

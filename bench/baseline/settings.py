@@ -16,8 +16,9 @@ USE_TZ = True
 QUEUE_PREFIX = env("CONVEYOR_QUEUE_PREFIX", default="bench-")
 BASELINE_QUEUE = f"{QUEUE_PREFIX}baseline"
 
-# Stock Celery with the delivery guarantees Conveyor's worker has (acks_late, prefetch 1, a
-# quorum queue), so the comparison isolates what Conveyor adds: confirms, the Job row, results.
+# Stock Celery with the delivery guarantees Conveyor's worker has (acks_late, a bounded prefetch, a
+# quorum queue), so the comparison isolates what Conveyor adds: confirms, the Job row, results. The
+# harness gives each worker its pool, concurrency and prefetch on its command line (bench/measure.py).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672//")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

@@ -205,7 +205,7 @@ CELERY_TASK_TIME_LIMIT = env.int("CONVEYOR_TASK_TIME_LIMIT", default=330)
 # On SIGTERM, running tasks get this many seconds to finish before their messages are requeued.
 # https://docs.celeryq.dev/en/stable/userguide/workers.html#soft-shutdown
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float("CONVEYOR_WORKER_SOFT_SHUTDOWN_TIMEOUT", default=20.0)
-# An idle worker stops at once: no job waits in its memory (delays wait in RabbitMQ).
+# An idle worker stops at once: no job waits in its memory (a retry's backoff waits in the outbox).
 CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = False
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 # A pool process whose resident memory passed this many KiB is replaced once its task has ended.
