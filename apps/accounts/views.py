@@ -1,11 +1,19 @@
 """Account pages: sign up, follow the verification link, ask for a new link."""
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from apps.accounts import selectors, services
 from apps.accounts.forms import ResendForm, SignupForm
+
+
+class SignInView(LoginView):
+    """Django's sign-in page, offering sign-up only while it is open."""
+
+    def get_context_data(self, **kwargs):
+        return {**super().get_context_data(**kwargs), "signup_open": selectors.signup_open()}
 
 
 def signup(request: HttpRequest) -> HttpResponse:

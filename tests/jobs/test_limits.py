@@ -105,3 +105,10 @@ def test_a_closed_sign_up_says_so_and_creates_nothing(django_user_model):
     assert posted.status_code == 403 and "Sign-up is closed" in posted.content.decode()
     assert not django_user_model.objects.filter(email="eve@example.com").exists()
     assert not Job.objects.exists()
+    # and the sign-in page no longer offers it
+    sign_in = client.get("/accounts/login/").content.decode()
+    assert "Sign in" in sign_in and "/accounts/signup/" not in sign_in
+
+
+def test_an_open_sign_up_is_offered_on_the_sign_in_page():
+    assert "/accounts/signup/" in Client().get("/accounts/login/").content.decode()
