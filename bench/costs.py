@@ -55,6 +55,9 @@ TABLE_COUNTERS = ("inserted", "updated", "hot_updated", "deleted")
 MESSAGE_COUNTERS = ("publish", "confirm", "deliver", "ack", "redeliver", "drop_unroutable", "return_unroutable")
 WAL_RECORD = re.compile(r"^rmgr: (\S+)\s+len \(rec/tot\):\s*(\d+)/\s*(\d+), tx:\s*(\d+), .*?desc: (\S*)")
 WAL_RELATION = re.compile(r"rel \d+/(\d+)/\d+")
+# A temporary physical replication slot of the harness's session keeps the WAL of each measurement until
+# pg_waldump has read it (a checkpoint would otherwise recycle it); PostgreSQL drops it with the session.
+WAL_SLOT = "conveyor_bench_costs"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,10 +82,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sizes.add_argument("--relay-batch-sizes", default="500",
                        help="CONVEYOR_RELAY_BATCH_SIZE values to drain the backlog with, comma-separated "
                        "(default 500, Conveyor's default)")
+    sizes.add_argument("--relay-rounds", type=int, default=1,
+                       help="drains of the backlog per batch size, each reported (default 1)")
     sizes.add_argument("--settle-seconds", type=float, default=SETTLE_SECONDS,
                        help="wait after each measurement before reading the counters, so PostgreSQL and "
                        "RabbitMQ have published them (default %(default)s)")
     run = parser.add_argument_group("run")
+    run.add_argument("--measure", default="relay,end-to-end,webhooks",
+                     help="which measurements, comma-separated (default %(default)s)")
     run.add_argument("--smoke", action="store_true", help="tiny sizes that finish in seconds; the figures mean nothing")
     run.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/conveyor_costs",
                      help="the measurement's own database, created when missing (default %(default)s)")
@@ -100,6 +107,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.jobs, args.rounds, args.rate, args.connections = 20, 1, 100, 2
         args.webhook_jobs, args.relay_jobs, args.settle_seconds = 10, 300, 0
     args.batch_sizes = [int(size) for size in str(args.relay_batch_sizes).split(",") if size.strip()]
+    args.measurements = {name.strip() for name in args.measure.split(",") if name.strip()}
+    unknown = args.measurements - {"relay", "end-to-end", "webhooks"}
+    if unknown:
+        parser.error(f"unknown measurements {sorted(unknown)}: choose among relay, end-to-end, webhooks")
     return args
 
 
@@ -206,9 +217,10 @@ class Meters:
     load_average: float
 
 
-def meters_read(rig: Rig, *, pending: dict[str, dict[str, int]] | None = None) -> Meters:
-    """Read every counter. `pending`: rows the harness's open transaction wrote, counted as if already published
-    (they reach pg_stat_database after this reading, and are no job's cost)."""
+def meters_read(rig: Rig, *, starts: bool, pending: dict[str, dict[str, int]] | None = None) -> Meters:
+    """Read every counter, at the start of a measurement (`starts`) or at its end. `pending`: rows the harness's
+    open transaction wrote, counted as if already published (they reach pg_stat_database after this reading,
+    and are no job's cost)."""
     from django.db import connection, transaction
 
     from bench import processes
@@ -220,6 +232,10 @@ def meters_read(rig: Rig, *, pending: dict[str, dict[str, int]] | None = None) -
     # two readings: counted by the difference of this number, and subtracted.
     harness = rig.harness_transactions
     with transaction.atomic(), connection.cursor() as cursor:
+        if starts:  # the WAL before this reading may go; the WAL after it stays for pg_waldump
+            cursor.execute("SELECT pg_replication_slot_advance(slot_name, pg_current_wal_flush_lsn())"
+                           " FROM pg_replication_slots WHERE slot_name = %s"
+                           " AND restart_lsn < pg_current_wal_flush_lsn()", [f"{WAL_SLOT}_{os.getpid()}"])
         cursor.execute("SELECT pid, application_name FROM pg_stat_activity"
                        " WHERE datname = current_database() AND pid <> pg_backend_pid()")
         applications = dict(cursor.fetchall())
@@ -282,8 +298,9 @@ def costs_per_job(rig: Rig, before: Meters, after: Meters, jobs: int) -> dict[st
     backends.pop("harness", None)
     postgres_ms = {role: per(seconds, 1000) for role, seconds in sorted(backends.items())}
     postgres_ms["all"] = round(sum(postgres_ms.values()), 3)
-    gone = [pid for pid, (application, _) in before.backends.items()
-            if pid not in after.backends and _application_role(application) != "harness"]
+    # A backend that ended between the readings took its CPU with it (its connection closed): named, not counted.
+    gone = Counter(_application_role(application) for pid, (application, _) in before.backends.items()
+                   if pid not in after.backends and _application_role(application) != "harness")
     harness = after.harness_transactions - before.harness_transactions
     database = {counter: after.database[counter] - before.database[counter] for counter in DATABASE_COUNTERS}
     database["xact_commit"] -= harness
@@ -316,7 +333,7 @@ def costs_per_job(rig: Rig, before: Meters, after: Meters, jobs: int) -> dict[st
         "postgres": {
             **{counter: per(value) for counter, value in database.items()},
             "harness_transactions_subtracted": harness,
-            "backends_gone": len(gone),
+            "backends_gone": dict(gone),
             "tables": tables,
         },
         "wal": {"lsn_bytes_all_databases": per(after.wal_position - before.wal_position, digits=1),
@@ -400,6 +417,8 @@ def rig_prepare(args: argparse.Namespace, env: dict[str, str]) -> Rig:
         oid = cursor.fetchone()[0]
         cursor.execute("SHOW data_directory")
         data_directory = Path(cursor.fetchone()[0])
+        cursor.execute("SELECT pg_create_physical_replication_slot(%s, true, true)",
+                       [f"{WAL_SLOT}_{os.getpid()}"])
     rig = Rig(
         args=args, env=env, log_dir=ROOT / "artifacts" / "costs" / "logs", management=management, vhost=vhost,
         database_oid=oid, data_directory=data_directory,
@@ -501,14 +520,14 @@ def relay_backlog_measure(rig: Rig, *, batch_size: int) -> dict[str, Any]:
         for start in range(0, jobs, 10_000):
             Job.objects.bulk_create(Job(kind="diagnostics.noop", params={}, queue="default", due_at=due,
                                         status=Job.Status.QUEUED) for _ in range(start, min(jobs, start + 10_000)))
-        before = meters_read(rig, pending=pending_rows(rig))
+        before = meters_read(rig, starts=True, pending=pending_rows(rig))
     # The commit sends the outbox's NOTIFY: the relay wakes and drains from here.
     began = time.monotonic()
     outbox = f"SELECT EXISTS (SELECT 1 FROM {Job._meta.db_table} WHERE published_at IS NULL)"
     wait_until(lambda: not rig.query(outbox)[0][0], timeout=600, interval=POLL, what="the relay to publish the backlog")
     wall = time.monotonic() - began
     _settle(rig)
-    after = meters_read(rig)
+    after = meters_read(rig, starts=False)
     stamps = rig.query(f"SELECT published_at, count(*) FROM {Job._meta.db_table} GROUP BY 1 ORDER BY 1")
     queue = after.messages.get(f"queue:{rig.args.queue_prefix}default", {})
     costs = costs_per_job(rig, before, after, jobs)
@@ -550,7 +569,7 @@ def jobs_measure(rig: Rig, *, url: str, headers: dict[str, str], body: bytes, jo
     from bench.processes import wait_until
 
     _tables_truncate(rig)
-    before = meters_read(rig)
+    before = meters_read(rig, starts=True)
     replies = load.paced_post(url=url, body=body, headers=headers, rate=rig.args.rate, seconds=jobs / rig.args.rate,
                               connections=rig.args.connections)
     refused = [(status, answer[:200]) for status, answer, _ in replies if status != 202]
@@ -562,7 +581,7 @@ def jobs_measure(rig: Rig, *, url: str, headers: dict[str, str], body: bytes, jo
                timeout=jobs / 5 + 120, interval=POLL, what=f"{jobs} {label} jobs to finish")
     drained = time.monotonic() - before.at
     _settle(rig)
-    after = meters_read(rig)
+    after = meters_read(rig, starts=False)
     outcomes = dict(rig.query(f"SELECT status, count(*) FROM {table} GROUP BY 1"))
     passes = rig.query(f"SELECT count(DISTINCT published_at) FROM {table}")[0][0]
     if outcomes.get(Job.Status.SUCCEEDED) != jobs:
@@ -594,10 +613,10 @@ def rounds_median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def markdown(results: dict[str, Any]) -> str:
     """The per-job figures as a table: one column per measurement."""
-    columns = [("end to end (no-op)", results["end_to_end"]["median"])]
+    columns = [("end to end (no-op)", results["end_to_end"]["median"])] if results.get("end_to_end") else []
     if results.get("webhooks"):
         columns.append((f"webhooks ({results['settings']['webhook_delay_ms']} ms)", results["webhooks"]["median"]))
-    columns += [(f"relay backlog, batch {r['batch_size']}", r) for r in results["relay_backlog"]]
+    columns += [(f"relay backlog, batch {r['batch_size']}", r) for r in results.get("relay_backlog", [])]
 
     def row(title: str, pick: Any) -> str:
         cells = []
@@ -636,10 +655,11 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", f"Measured {results['started_at'][:16].replace('T', ' ')} UTC by `python -m bench.costs` on "
               f"{machine['cores']} cores ({machine['cpu']}), PostgreSQL {machine['postgresql']}, RabbitMQ "
               f"{machine['rabbitmq']}; load average {results['load_average']['start']} at the start, "
-              f"{results['load_average']['end']} at the end. End-to-end figures are medians of "
-              f"{results['settings']['rounds']} rounds of {results['settings']['jobs']} jobs submitted at "
-              f"{results['settings']['rate']:g}/s."]
-    for relay in results["relay_backlog"]:
+              f"{results['load_average']['end']} at the end."]
+    if results.get("end_to_end"):
+        lines.append(f"End-to-end figures are medians of {results['settings']['rounds']} rounds of "
+                     f"{results['settings']['jobs']} jobs submitted at {results['settings']['rate']:g}/s.")
+    for relay in results.get("relay_backlog", []):
         lines.append(f"Relay, batch {relay['batch_size']}: {relay['jobs']:,} jobs in {relay['passes']} passes, "
                      f"median pass {relay['pass_ms'] and relay['pass_ms']['median']} ms, "
                      f"{relay['jobs_per_second']:,} jobs/s; message {relay['message_bytes']} bytes.")
@@ -681,16 +701,19 @@ def costs_run(args: argparse.Namespace, env: dict[str, str]) -> int:
                                "load_average": {"start": round(os.getloadavg()[0], 2)}}
     try:
         url = _web_start(rig)
-        print(f"Relay backlog: {args.relay_jobs:,} jobs, batch sizes {args.batch_sizes}")
-        results["relay_backlog"] = [relay_backlog_measure(rig, batch_size=size) for size in args.batch_sizes]
+        if "relay" in args.measurements:
+            print(f"Relay backlog: {args.relay_jobs:,} jobs, batch sizes {args.batch_sizes}")
+            results["relay_backlog"] = [relay_backlog_measure(rig, batch_size=size) for size in args.batch_sizes
+                                        for _ in range(args.relay_rounds)]
         _relay_start(rig)
         _worker_start(rig)
         jobs_measure(rig, url=url, headers=headers, body=NOOP_BODY, jobs=min(100, args.jobs), label="warm-up")
-        print(f"End to end: {args.rounds} rounds of {args.jobs} no-op jobs at {args.rate:g}/s")
-        rounds = [jobs_measure(rig, url=url, headers=headers, body=NOOP_BODY, jobs=args.jobs, label="no-op")
-                  for _ in range(args.rounds)]
-        results["end_to_end"] = {"median": rounds_median(rounds), "rounds": rounds}
-        if args.webhook_jobs:
+        if "end-to-end" in args.measurements:
+            print(f"End to end: {args.rounds} rounds of {args.jobs} no-op jobs at {args.rate:g}/s")
+            rounds = [jobs_measure(rig, url=url, headers=headers, body=NOOP_BODY, jobs=args.jobs, label="no-op")
+                      for _ in range(args.rounds)]
+            results["end_to_end"] = {"median": rounds_median(rounds), "rounds": rounds}
+        if args.webhook_jobs and "webhooks" in args.measurements:
             receiver_url = _receiver_start(env=env, log_dir=rig.log_dir, started=rig.helpers)
             owner = get_user_model().objects.get(username="costs")
             WebhookEndpoint.objects.filter(owner=owner).delete()
