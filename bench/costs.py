@@ -400,7 +400,7 @@ def _waldump_path() -> str | None:
 
 def rig_prepare(args: argparse.Namespace, env: dict[str, str]) -> Rig:
     from django.core.management import call_command
-    from django.db import connection
+    from django.db import DatabaseError, connection, transaction
 
     from apps.ops.bootstrap import database_ensure_exists
     from bench import processes
@@ -417,8 +417,12 @@ def rig_prepare(args: argparse.Namespace, env: dict[str, str]) -> Rig:
         oid = cursor.fetchone()[0]
         cursor.execute("SHOW data_directory")
         data_directory = Path(cursor.fetchone()[0])
-        cursor.execute("SELECT pg_create_physical_replication_slot(%s, true, true)",
-                       [f"{WAL_SLOT}_{os.getpid()}"])
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_create_physical_replication_slot(%s, true, true)",
+                           [f"{WAL_SLOT}_{os.getpid()}"])
+    except DatabaseError as exc:  # not a superuser, or no slot free: a checkpoint may take the WAL first
+        print(f"No replication slot ({str(exc).strip()}); WAL may be recycled before pg_waldump reads it.")
     rig = Rig(
         args=args, env=env, log_dir=ROOT / "artifacts" / "costs" / "logs", management=management, vhost=vhost,
         database_oid=oid, data_directory=data_directory,
