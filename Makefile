@@ -66,7 +66,7 @@ bench: services
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # What one job costs each part (CPU, PostgreSQL writes and WAL, RabbitMQ messages, relay passes): docs/scaling.md's
-# figures, in bench/results/costs.{json,md}; about four minutes. COSTS_ARGS="--help" lists the sizes.
+# figures, in bench/results/costs.{json,md}; about three minutes. COSTS_ARGS="--help" lists the sizes.
 costs: services
 	$(BIN)/python -m bench.costs $(COSTS_ARGS)
 
