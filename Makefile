@@ -9,7 +9,7 @@ STAMP6 := $(VENV6)/.installed-requirements
 PYTHON_DJANGO6 ?= $(shell for p in python3.14 python3.13 python3.12; do $$p -c '' 2>/dev/null && command -v $$p && exit; done; \
 	ls -d $$HOME/.pyenv/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -V | tail -1)
 
-.PHONY: run test setup services venv venv-django6 lint bench cluster cluster-stop
+.PHONY: run test setup services venv venv-django6 lint bench costs cluster cluster-stop
 
 # Flower keeps its task history in var/flower.db (--persistent), so it survives a restart. It always asks
 # for a password: FLOWER_BASIC_AUTH when set, else one generated once into var/flower-auth (printed).
@@ -64,6 +64,11 @@ bench: services
 	command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk) \
 		|| echo "wrk could not be installed; the benchmark uses its Python load generator"
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# What one job costs each part (CPU, PostgreSQL writes and WAL, RabbitMQ messages, relay passes): docs/scaling.md's
+# figures, in bench/results/costs.{json,md}; about three minutes. COSTS_ARGS="--help" lists the sizes.
+costs: services
+	$(BIN)/python -m bench.costs $(COSTS_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -145,6 +145,13 @@ def cpu_seconds(roots: dict[str, list[int]]) -> dict[str, float]:
             for role, pids in roots.items()}
 
 
+def pid_cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """CPU seconds used so far by each of `pids` (and the children it reaped), not its live descendants; a pid
+    that is gone is left out."""
+    table = _proc_table()
+    return {pid: table[pid][2] / CLOCK_TICKS for pid in pids if pid in table}
+
+
 def server_pids(name: str, *, port: int) -> list[int]:
     """The root process of the server named `name` (`postgres`, `beam.smp`) that listens on `port`.
 

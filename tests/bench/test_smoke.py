@@ -30,23 +30,30 @@ SMOKE_DATABASE_URL = _smoke_database_url()
 SMOKE_QUEUE_PREFIX = f"{settings.CONVEYOR_QUEUE_PREFIX}bench-smoke-"
 
 
+def smoke_run(command: list[str], *, timeout: float) -> None:
+    """Run `command` from the repository and fail with its output unless it exits 0 within `timeout` seconds.
+
+    In a session of its own, so a run that hangs is stopped with every web and worker process it started.
+    """
+    run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    try:
+        stdout, stderr = run.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        stdout, stderr = run.communicate()
+        raise AssertionError(f"The smoke run took over {timeout:g} s:\n{stdout[-3000:]}{stderr[-5000:]}") from None
+    assert run.returncode == 0, stdout[-3000:] + stderr[-5000:]
+
+
 def test_smoke_run_writes_results_and_a_table_with_every_measurement(tmp_path: Path):
     # given the real broker and database; when the benchmark runs at smoke size, backlog included
     command = [
         sys.executable, "-m", "bench.run", "--smoke", "--large", "--no-readme", "--output", str(tmp_path),
         "--database-url", SMOKE_DATABASE_URL, "--queue-prefix", SMOKE_QUEUE_PREFIX,
     ]
-    # Its own session, so a run that hangs is stopped with every web and worker process it started.
-    run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           start_new_session=True)
-    try:
-        stdout, stderr = run.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(run.pid, signal.SIGKILL)
-        stdout, stderr = run.communicate()
-        raise AssertionError(f"The smoke run took over 300 s:\n{stdout[-3000:]}{stderr[-5000:]}") from None
+    smoke_run(command, timeout=300)
     # then it succeeds and writes JSON with a figure for every measurement, and the table shows them
-    assert run.returncode == 0, stdout[-3000:] + stderr[-5000:]
     results = json.loads((tmp_path / "latest.json").read_text())
     submit, e2e = results["submit"]["throughput"], results["end_to_end"]
     assert all(submit[side]["median"] > 0 for side in ("confirmed", "baseline", "conveyor"))
