@@ -86,7 +86,11 @@ def test_every_job_succeeds_once_at_a_time_while_the_queue_leader_stops_and_a_re
     assert sorted(state["members"]) == names, "the default queue is replicated on all three nodes"
     leader = next(node for node in cluster.nodes if node.name == state["leader"])
 
+    # Half the processes list the nodes from the second one on (each host its nearest node first, say), so that the
+    # leader's stop cuts some connections and moves the queue's leader away from others that stay up.
+    urls = [node.broker_url for node in cluster.nodes]
     env = {"CELERY_BROKER_URL": cluster.broker_url, "FLOWER_BROKER_API": cluster.nodes[0].management_api, **FAST}
+    rotated = {**env, "CELERY_BROKER_URL": ";".join(urls[1:] + urls[:1])}
     processes: list[Process] = []
     statuses: list[int] = []
     ids: list[str] = []
@@ -95,12 +99,13 @@ def test_every_job_succeeds_once_at_a_time_while_the_queue_leader_stops_and_a_re
     submitter: threading.Thread | None = None
     try:
         # given two relays, the first publishing and the second standing by, and two workers, all on the cluster
-        publishing = relay_start(**env)
+        assert leader is cluster.nodes[0], "the queues were declared through the first node, which leads them"
+        publishing = relay_start(**rotated)
         processes.append(publishing)
         wait_until(lambda: PUBLISHING in publishing.output(), timeout=60, what="the first relay to publish")
         standby = relay_start(**env)
         processes.append(standby)
-        processes += [worker_start(concurrency=8, ready=False, **env) for _ in range(2)]
+        processes += [worker_start(concurrency=8, ready=False, **options) for options in (env, rotated)]
         for process in processes[2:]:
             wait_until(lambda process=process: " ready." in process.output(), timeout=90,
                        what=f"{process.name} to consume")
