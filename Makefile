@@ -29,8 +29,9 @@ test: setup venv-django6
 	$(BIN)/python -m pytest -m "not cluster" $(PYTEST_ARGS)
 	$(VENV6)/bin/python -m pytest tests/tasks
 
-# The tests that start a RabbitMQ cluster of their own (marker `cluster`: the failover test, about 2 minutes here),
-# apart so that make test stays under 10 minutes; .ci/run runs both. Run as root, as make cluster is.
+# The tests that start a RabbitMQ cluster of their own (marker `cluster`: the cluster script's and the failover
+# test, about 2.5 minutes here), apart so that make test stays under 10 minutes; .ci/run runs both. As root, like
+# make cluster.
 test-cluster: setup
 	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python manage.py ensure_services
 	$(BIN)/python -m pytest -m cluster $(PYTEST_ARGS)

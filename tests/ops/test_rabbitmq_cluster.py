@@ -13,7 +13,7 @@ from config.celery import app as celery_app
 from scripts.rabbitmq_cluster import Cluster
 from tests.processes import port_free, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 ROOT = Path(__file__).resolve().parents[2]
 
