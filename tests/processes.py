@@ -206,7 +206,11 @@ class LoopbackLink:
                 sink.sendall(data)
         except OSError:
             pass
+        # One side closed: end the other too (shut down first, so the pump of the other direction stops waiting),
+        # as the process's death would end its connection to the service.
         for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
 
