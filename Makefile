@@ -9,7 +9,7 @@ STAMP6 := $(VENV6)/.installed-requirements
 PYTHON_DJANGO6 ?= $(shell for p in python3.14 python3.13 python3.12; do $$p -c '' 2>/dev/null && command -v $$p && exit; done; \
 	ls -d $$HOME/.pyenv/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -V | tail -1)
 
-.PHONY: run test setup services venv venv-django6 lint bench costs cluster cluster-stop
+.PHONY: run test test-cluster setup services venv venv-django6 lint bench costs cluster cluster-stop
 
 # Flower keeps its task history in var/flower.db (--persistent), so it survives a restart. It always asks
 # for a password: FLOWER_BASIC_AUTH when set, else one generated once into var/flower-auth (printed).
@@ -26,8 +26,15 @@ test: setup venv-django6
 	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python manage.py ensure_services
 	test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not cluster" $(PYTEST_ARGS)
 	$(VENV6)/bin/python -m pytest tests/tasks
+
+# The tests that start a RabbitMQ cluster of their own (marker `cluster`: the cluster script's and the failover
+# test, about 2.5 minutes here), apart so that make test stays under 10 minutes; .ci/run runs both. As root, like
+# make cluster.
+test-cluster: setup
+	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python manage.py ensure_services
+	$(BIN)/python -m pytest -m cluster $(PYTEST_ARGS)
 
 setup: services
 	DJANGO_SETTINGS_MODULE=config.settings.local $(BIN)/python manage.py migrate --noinput

@@ -3,6 +3,11 @@ from django.conf import settings
 from kombu import Connection, Exchange, Queue
 
 
+def broker_urls(url: str) -> list[str]:
+    """The node URLs of a broker URL: one, or several separated by `;` (kombu's failover list, a cluster's nodes)."""
+    return [node.strip() for node in url.split(";") if node.strip()]
+
+
 def queue_name(name: str) -> str:
     """The broker name of job queue `name` (`default`, `reports`) for this environment."""
     return f"{settings.CONVEYOR_QUEUE_PREFIX}{name}"

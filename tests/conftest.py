@@ -14,6 +14,9 @@ pytest_plugins = ["tests.processes"]
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--chaos-jobs", type=int, default=200,
                      help="webhook jobs of the chaos test (tests/integration/test_chaos.py); the suite runs 200")
+    parser.addoption("--failover-jobs", type=int, default=300,
+                     help="webhook jobs of the failover test (tests/integration/test_cluster_failover.py, make "
+                     "test-cluster); it runs 300, the issue's size is 3000")
     parser.addoption("--schedule-slots", type=int, default=20,
                      help="once-a-second slots two schedulers share (tests/schedules/test_two_schedulers.py); "
                      "the suite runs 20, the issue's full minute is 60")

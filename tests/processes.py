@@ -3,6 +3,8 @@ database and `test-` queues, PostgreSQL and RabbitMQ stopped and started for rea
 them. A pytest plugin (tests/conftest.py's pytest_plugins), so every test module can ask for its fixtures."""
 import contextlib
 import os
+import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,11 +19,13 @@ import pytest
 from amqp.exceptions import PreconditionFailed
 from django.conf import settings
 from django.db import connection
+from django.db.models import QuerySet
 
-from apps.jobs.models import Job
+from apps.jobs.models import Job, JobAttempt
 from bench.processes import Process, free_port, wait_until
 from config import broker
 from config.celery import app as celery_app
+from scripts.rabbitmq_cluster import Cluster, cluster_define, cluster_stop
 from tests.integration import kinds_for_tests  # noqa: F401  (registers the test kinds in the test process too)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,14 +34,18 @@ ARTIFACTS = ROOT / "artifacts" / "logs"
 __all__ = ["Process", "free_port", "wait_until"]  # shared with the benchmark (bench/processes.py)
 
 
+def database_url() -> str:
+    """The test database's URL, as DATABASE_URL gives it to a process."""
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment of a worker or relay started by a test: the test database and test queues."""
-    db = connection.settings_dict
-    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
     return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": url,
+        "DATABASE_URL": database_url(),
         "CONVEYOR_QUEUE_PREFIX": settings.CONVEYOR_QUEUE_PREFIX,
         "CONVEYOR_DELIVERY_LIMIT": str(settings.CONVEYOR_DELIVERY_LIMIT),
         **extra,
@@ -105,21 +113,29 @@ def relay(transactional_db) -> Iterator[Process]:
     process.kill()  # a graceful shutdown costs seconds; the next test empties the queues anyway
 
 
+def worker_start(*, concurrency: int = 2, queue: str = "default", ready: bool = True, **env: str) -> Process:
+    """A worker of one job queue, started as the Procfile starts it (run_worker: the pool the queue declares); `env`
+    overrides settings, e.g. a shorter timeout or CONVEYOR_QUEUE_POOLS. Unless `ready` is False, returned once it
+    consumes. The caller ends it; tests that take their relay from the `relay` fixture use `start_worker`."""
+    name = f"worker-{uuid.uuid4().hex[:6]}"
+    command = [
+        sys.executable, "manage.py", "run_worker", queue, "--concurrency", str(concurrency), "--",
+        "--hostname", f"{name}@%h", "--include", "tests.integration.kinds_for_tests",
+        "--without-gossip", "--without-mingle",
+    ]
+    process = process_start(name, command, subprocess_env(**env))
+    if ready:
+        process_ready(process, marker=" ready.")
+    return process
+
+
 @pytest.fixture
 def start_worker(transactional_db, relay) -> Iterator[Callable[..., Process]]:
     started: list[Process] = []
 
-    def start(*, concurrency: int = 2, queue: str = "default", ready: bool = True, **env: str) -> Process:
-        """A worker of one job queue, started as the Procfile starts it (run_worker: the pool the queue
-        declares); `env` overrides settings, e.g. a shorter timeout or CONVEYOR_QUEUE_POOLS. Unless `ready` is
-        False, returned once it consumes."""
-        name = f"worker-{uuid.uuid4().hex[:6]}"
-        command = [
-            sys.executable, "manage.py", "run_worker", queue, "--concurrency", str(concurrency), "--",
-            "--hostname", f"{name}@%h", "--include", "tests.integration.kinds_for_tests",
-            "--without-gossip", "--without-mingle",
-        ]
-        process = process_start(name, command, subprocess_env(**env))
+    def start(*, ready: bool = True, **options) -> Process:
+        """worker_start's worker, ended after the test (kept from the moment it starts, should it fail to)."""
+        process = worker_start(ready=False, **options)
         started.append(process)
         if ready:
             process_ready(process, marker=" ready.")
@@ -136,16 +152,17 @@ def worker(start_worker) -> Process:
     return start_worker()
 
 
-class BrokerLink:
-    """A TCP path to RabbitMQ on loopback that a test cuts and restores. For a process connected through it, a cut
-    link is RabbitMQ gone: its connections drop and new ones are refused, while RabbitMQ itself, which other test
-    runs on the machine share, keeps running."""
+class LoopbackLink:
+    """A TCP path on loopback to RabbitMQ or PostgreSQL that a test cuts and restores. For a process connected
+    through it (`url`), a cut link is that service gone: its connections drop and new ones are refused, while the
+    service itself, which other test runs on the machine share, keeps running."""
 
-    def __init__(self) -> None:
-        target = urlsplit(settings.CELERY_BROKER_URL)
-        self.target = (target.hostname or "127.0.0.1", target.port or 5672)
+    def __init__(self, url: str, *, default_port: int) -> None:
+        target = urlsplit(url)
+        self.target = (target.hostname or "127.0.0.1", target.port or default_port)
         self.port = free_port()
-        self.url = target._replace(netloc=f"{target.netloc.rpartition('@')[0]}@127.0.0.1:{self.port}").geturl()
+        userinfo, at, _ = target.netloc.rpartition("@")
+        self.url = target._replace(netloc=f"{userinfo}{at}127.0.0.1:{self.port}").geturl()
         self._listener: socket.socket | None = None
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -189,22 +206,83 @@ class BrokerLink:
                 sink.sendall(data)
         except OSError:
             pass
+        # One side closed: end the other too (shut down first, so the pump of the other direction stops waiting),
+        # as the process's death would end its connection to the service.
         for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
 
 @pytest.fixture
-def broker_link() -> Iterator[BrokerLink]:
-    link = BrokerLink()
+def broker_link() -> Iterator[LoopbackLink]:
+    """A link to RabbitMQ: a process given CELERY_BROKER_URL=broker_link.url reaches it through the link."""
+    link = LoopbackLink(settings.CELERY_BROKER_URL, default_port=5672)
     link.up()
     yield link
     link.down()
+
+
+@pytest.fixture
+def database_link(transactional_db) -> Iterator[LoopbackLink]:
+    """A link to the test database: a process given DATABASE_URL=database_link.url reaches it through the link."""
+    link = LoopbackLink(database_url(), default_port=5432)
+    link.up()
+    yield link
+    link.down()
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _cluster_port_base() -> int:
+    """A port p such that p..p+2 (AMQP), p+6000.. (management) and p+12000.. (distribution) are all free.
+
+    Below 32768, where Linux picks the local ports of outgoing connections, so none takes one meanwhile.
+    """
+    for _ in range(50):
+        base = random.randrange(11000, 13000, 10)
+        if all(port_free(base + offset + number) for offset in (0, 6000, 12000) for number in range(3)):
+            return base
+    raise AssertionError("No free ports for a test cluster between 11000 and 25000.")
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[Cluster]:
+    """A three-node RabbitMQ cluster of this test alone (`make cluster`'s or another run's may be running), defined
+    but not started: the test starts it. Stopped and its files removed afterwards; the default node is never
+    touched."""
+    base = _cluster_port_base()
+    # Under the checkout, not tmp_path: the nodes run as the rabbitmq user, who cannot enter /tmp/pytest-of-root.
+    directory = ROOT / "var" / f"test-cluster-{uuid.uuid4().hex[:8]}"
+    directory.mkdir(parents=True)
+    defined = cluster_define(name=f"conveyor-test-{directory.name[-8:]}", directory=directory, amqp_port=base,
+                             management_port=base + 6000, dist_port=base + 12000)
+    yield defined
+    cluster_stop(defined)
+    shutil.rmtree(directory)
 
 
 def job_finished(job: Job) -> Job | None:
     """The job as it is now if it has finished, else None (for wait_until)."""
     job.refresh_from_db()
     return job if job.is_finished else None
+
+
+def jobs_run_twice_at_once(jobs: QuerySet[Job]) -> list[str]:
+    """Ids of the jobs of `jobs` that had two attempts running at the same time: one started before an earlier one
+    had finished (or an earlier one never finished). The fence (apps/jobs/lifecycle.py) allows none."""
+    overlapping: set[str] = set()
+    ended: dict = {}
+    attempts = JobAttempt.objects.filter(job__in=jobs).order_by("job_id", "started_at", "number")
+    for job_id, started, finished in attempts.values_list("job_id", "started_at", "finished_at"):
+        end = ended.get(job_id, started)
+        if end is None or started < end:
+            overlapping.add(str(job_id))
+        ended[job_id] = None if end is None or finished is None else max(end, finished)
+    return sorted(overlapping)
 
 
 def rabbitmqctl(*args: str) -> None:

@@ -1,5 +1,6 @@
 """What RabbitMQ and Celery say now, asked with a short timeout: is the broker reachable, how many messages
 each queue holds, which workers are online. For readiness, the dashboard, /metrics and the reconciler."""
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -13,14 +14,37 @@ from config.celery import app as celery_app
 PROBE_TIMEOUT_SECONDS = 2
 
 
-def broker_status() -> str:
-    """'ok', or why RabbitMQ did not answer."""
+def broker_nodes_status() -> dict[str, str]:
+    """Each RabbitMQ node of the broker URL, as `host:port` (one, or a cluster's several: kombu's failover list),
+    with 'ok' or why it did not answer. The nodes are asked at once, so the probe waits its timeout once at most."""
+    urls = broker.broker_urls(celery_app.conf.broker_url)
+    with ThreadPoolExecutor(len(urls)) as pool:
+        answers = list(pool.map(_broker_node_status, urls))
+    return {_node_address(url): answer for url, answer in zip(urls, answers, strict=True)}
+
+
+def broker_status(nodes: dict[str, str]) -> str:
+    """'ok' while any of `nodes` answers, since every process moves to one that does; else why not."""
+    answers = list(nodes.values())
+    if "ok" in answers:
+        return "ok"
+    return answers[0] if len(answers) == 1 else f"unavailable: none of its {len(answers)} nodes answers"
+
+
+def _broker_node_status(url: str) -> str:
     try:
-        with celery_app.connection_for_read(connect_timeout=PROBE_TIMEOUT_SECONDS) as conn:
-            conn.connect()
+        with celery_app.connection_for_read(url=url, connect_timeout=PROBE_TIMEOUT_SECONDS) as conn:
+            # One try: kombu's connect() tries twice, 2 s apart, longer than a probe may take.
+            conn.ensure_connection(max_retries=0)
     except Exception as exc:  # any failure is the answer, not an error of the probe
-        return f"unavailable: {exc.__class__.__name__}: {exc}".strip()
+        cause = exc.__cause__ or exc  # kombu's OperationalError wraps what the socket said
+        return f"unavailable: {cause.__class__.__name__}: {cause}".strip()
     return "ok"
+
+
+def _node_address(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname or '127.0.0.1'}:{parts.port or 5672}"
 
 
 @dataclass(frozen=True)
@@ -67,7 +91,7 @@ def queues_depth(*, names: list[str] | None = None) -> list[QueueDepth]:
 def _queue_depth_from_api(name: str) -> QueueDepth:
     url = urlsplit(settings.CONVEYOR_BROKER_API)
     # CELERY_BROKER_URL may list several nodes (kombu's failover, `;` between); they share one vhost.
-    vhost = quote(urlsplit(settings.CELERY_BROKER_URL.split(";")[0]).path[1:] or "/", safe="")
+    vhost = quote(urlsplit(broker.broker_urls(settings.CELERY_BROKER_URL)[0]).path[1:] or "/", safe="")
     base = urlunsplit((url.scheme, url.hostname + (f":{url.port}" if url.port else ""), url.path, "", ""))
     response = requests.get(
         f"{base.rstrip('/')}/queues/{vhost}/{quote(broker.queue_name(name), safe='')}",

@@ -11,6 +11,8 @@ import psycopg2
 from django.conf import settings
 from psycopg2 import sql
 
+from config.broker import broker_urls
+
 
 class ServiceUnavailable(Exception):
     """A service does not answer and could not be started; the message says what to install or run."""
@@ -36,7 +38,7 @@ def _pg_start_commands() -> tuple[tuple[str, ...], ...]:
 def broker_nodes() -> list[tuple[str, int]]:
     """Host and port of each RabbitMQ node of CELERY_BROKER_URL: one URL, or several separated by `;`
     (kombu's failover list, as `make cluster` prints it)."""
-    urls = [urlsplit(url.strip()) for url in settings.CELERY_BROKER_URL.split(";") if url.strip()]
+    urls = [urlsplit(url) for url in broker_urls(settings.CELERY_BROKER_URL)]
     return [(url.hostname or "127.0.0.1", url.port or 5672) for url in urls]
 
 

@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from apps.jobs.probes import broker_status
+from apps.jobs.probes import broker_nodes_status, broker_status
 from apps.ops.selectors import database_status, metrics_families
 
 
@@ -17,8 +17,11 @@ def healthz(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    checks = {"database": database_status(), "broker": broker_status()}
-    ready = all(value == "ok" for value in checks.values())
+    nodes = broker_nodes_status()
+    checks: dict[str, str | dict[str, str]] = {"database": database_status(), "broker": broker_status(nodes)}
+    if len(nodes) > 1:
+        checks["broker_nodes"] = nodes  # a cluster: ready while any node answers, and which ones do
+    ready = checks["database"] == "ok" and checks["broker"] == "ok"
     return JsonResponse(checks, status=200 if ready else 503)
 
 

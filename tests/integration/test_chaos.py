@@ -13,9 +13,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -27,10 +24,6 @@ from tests.processes import ROOT, Process, postgresql_start, postgresql_stop, ra
 
 pytestmark = pytest.mark.integration
 
-# The receiver answers 503 to this share of requests, after holding each one this long (so that two
-# deliveries of one event at the same time would overlap and be seen).
-REFUSED_SHARE = 0.05
-ANSWER_SECONDS = 0.03
 # A prefork pool process is SIGKILLed this often, and the thread-pool worker every KILLS_PER_WORKER_KILL times
 # that, while the jobs are submitted and run.
 KILL_EVERY_SECONDS = 1.5
@@ -50,62 +43,15 @@ FAST = {
 }
 
 
-@dataclass
-class Deliveries:
-    """What the receiver saw, per event id."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    received: Counter = field(default_factory=Counter)
-    in_flight: Counter = field(default_factory=Counter)
-    overlapping: set = field(default_factory=set)
-    refused: int = 0
-
-
-@pytest.fixture
-def chaos_receiver() -> Iterator[tuple[str, Deliveries]]:
-    seen = Deliveries()
-    chance = random.Random(7)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            event = self.headers["Conveyor-Event-Id"]
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            with seen.lock:
-                seen.in_flight[event] += 1
-                if seen.in_flight[event] > 1:
-                    seen.overlapping.add(event)
-                refuse = chance.random() < REFUSED_SHARE
-            time.sleep(ANSWER_SECONDS)
-            with seen.lock:
-                seen.in_flight[event] -= 1
-                if refuse:
-                    seen.refused += 1
-                else:
-                    seen.received[event] += 1
-            self.send_response(503 if refuse else 204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook", seen
-    server.shutdown()
-    server.server_close()
-
-
 def pool_processes(worker: Process) -> list[int]:
     children = Path(f"/proc/{worker.popen.pid}/task/{worker.popen.pid}/children")
     return [int(pid) for pid in children.read_text().split()] if children.exists() else []
 
 
 def test_every_job_succeeds_once_at_a_time_through_kills_and_both_outages(request, relay, start_worker, user,
-                                                                         api_client, chaos_receiver):
+                                                                         api_client, counting_receiver):
     total = request.config.getoption("--chaos-jobs")
-    url, seen = chaos_receiver
+    url, seen = counting_receiver
     relay.stop()
     lifeline = relay_start(**FAST)
     threads = start_worker(concurrency=8, **FAST)

@@ -1,12 +1,7 @@
 """`make cluster`'s script starts three real RabbitMQ nodes that replicate Conveyor's queues, and stops only them."""
 import os
-import random
-import shutil
-import socket
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,29 +10,12 @@ from kombu import Connection
 
 from config import broker
 from config.celery import app as celery_app
-from scripts.rabbitmq_cluster import Cluster, cluster_define
-from tests.processes import wait_until
+from scripts.rabbitmq_cluster import Cluster
+from tests.processes import port_free, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) != 0
-
-
-def _free_port_base() -> int:
-    """A port p such that p..p+2 (AMQP), p+6000.. (management) and p+12000.. (distribution) are all free.
-
-    Below 32768, where Linux picks the local ports of outgoing connections, so none takes one meanwhile.
-    """
-    for _ in range(50):
-        base = random.randrange(11000, 13000, 10)
-        if all(_free(base + offset + number) for offset in (0, 6000, 12000) for number in range(3)):
-            return base
-    raise AssertionError("No free ports for a test cluster between 11000 and 25000.")
 
 
 def _script(cluster: Cluster, action: str) -> subprocess.CompletedProcess:
@@ -47,20 +25,6 @@ def _script(cluster: Cluster, action: str) -> subprocess.CompletedProcess:
                "--dir", str(first.directory.parent), "--amqp-port", str(first.amqp_port),
                "--management-port", str(first.management_port), "--dist-port", str(first.dist_port)]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    """A cluster of this test alone (other runs on the machine may start their own), removed afterwards."""
-    base = _free_port_base()
-    # Under the checkout, not tmp_path: the nodes run as the rabbitmq user, who cannot enter /tmp/pytest-of-root.
-    directory = ROOT / "var" / f"test-cluster-{uuid.uuid4().hex[:8]}"
-    directory.mkdir(parents=True)
-    defined = cluster_define(name=f"conveyor-test-{directory.name[-8:]}", directory=directory, amqp_port=base,
-                             management_port=base + 6000, dist_port=base + 12000)
-    yield defined
-    _script(defined, "stop")
-    shutil.rmtree(directory)
 
 
 def _api(node, path: str):
@@ -87,52 +51,53 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def test_cluster_starts_three_nodes_that_replicate_queues_is_idempotent_and_stops_only_itself(cluster):
-    names = sorted(node.name for node in cluster.nodes)
+def test_cluster_starts_three_nodes_that_replicate_queues_is_idempotent_and_stops_only_itself(own_cluster):
+    names = sorted(node.name for node in own_cluster.nodes)
 
     # Given nothing running, when the script starts the cluster
-    started = _script(cluster, "start")
+    started = _script(own_cluster, "start")
 
     # then three nodes run as one cluster, each with its management API, and the output says how to use them
     assert started.returncode == 0, started.stdout + started.stderr
-    for node in cluster.nodes:
+    for node in own_cluster.nodes:
         assert _api(node, "overview")["node"] == node.name
         assert sorted(entry["name"] for entry in _api(node, "nodes") if entry["running"]) == names
     assert all(name in started.stdout for name in names)
-    assert f"CELERY_BROKER_URL='{';'.join(node.broker_url for node in cluster.nodes)}'" in started.stdout
+    assert f"CELERY_BROKER_URL='{';'.join(node.broker_url for node in own_cluster.nodes)}'" in started.stdout
 
     # and Conveyor's job queues and dead queue, declared through the second node, have members on all three
-    with Connection(cluster.nodes[1].broker_url) as connection:
+    with Connection(own_cluster.nodes[1].broker_url) as connection:
         broker.topology_declare(connection)
     queue_names = [broker.dead_queue().name, *(queue.name for queue in broker.job_queues())]
     for name in queue_names:
-        queue = wait_until(lambda name=name: _queue(cluster.nodes[2], name), timeout=30, what=f"{name} to be listed")
+        queue = wait_until(lambda name=name: _queue(own_cluster.nodes[2], name), timeout=30,
+                           what=f"{name} to be listed")
         assert queue["type"] == "quorum", name
         assert sorted(queue["members"]) == names, name
 
     # When it is run a second time, it starts nothing and the same node processes keep running
-    pids = _pids(cluster)
-    again = _script(cluster, "start")
+    pids = _pids(own_cluster)
+    again = _script(own_cluster, "start")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "nothing was started" in again.stdout
-    assert _pids(cluster) == pids and all(map(_pid_alive, pids))
+    assert _pids(own_cluster) == pids and all(map(_pid_alive, pids))
 
     # When one node stops, starting again boots that node alone and it rejoins the other two
-    second = cluster.nodes[1]
+    second = own_cluster.nodes[1]
     subprocess.run(["rabbitmqctl", "-q", "-n", second.name, "stop", str(second.pid_file)], check=True, timeout=120)
-    restarted = _script(cluster, "start")
+    restarted = _script(own_cluster, "start")
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
     assert f"Started {second.name}." in restarted.stdout
     assert sorted(entry["name"] for entry in _api(second, "nodes") if entry["running"]) == names
-    new_pids = _pids(cluster)
+    new_pids = _pids(own_cluster)
     assert new_pids[0] == pids[0] and new_pids[2] == pids[2] and new_pids[1] != pids[1]
     pids = new_pids
 
     # When it stops the cluster, its three nodes are gone and the machine's default node still answers
-    stopped = _script(cluster, "stop")
+    stopped = _script(own_cluster, "stop")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert not any(map(_pid_alive, pids))
-    assert all(_free(node.amqp_port) for node in cluster.nodes)
+    assert all(port_free(node.amqp_port) for node in own_cluster.nodes)
     with celery_app.connection_for_read(connect_timeout=5) as default_node:
         default_node.connect()
         assert default_node.connected
