@@ -404,12 +404,13 @@ def rig_prepare(args: argparse.Namespace, env: dict[str, str]) -> Rig:
 
     from apps.ops.bootstrap import database_ensure_exists
     from bench import processes
+    from config.broker import broker_urls
 
     database_ensure_exists()
     call_command("migrate", interactive=False, verbosity=0)
     call_command("collectstatic", interactive=False, verbosity=0)
     management = Management(args.management_url)
-    urls = args.broker_url.split(";")
+    urls = broker_urls(args.broker_url)
     vhost = unquote(urlsplit(urls[0]).path[1:]) or "/"
     created = management.vhost_ensure(vhost, unquote(urlsplit(urls[0]).username or "guest"))
     with connection.cursor() as cursor:
@@ -436,19 +437,12 @@ def rig_prepare(args: argparse.Namespace, env: dict[str, str]) -> Rig:
     return rig
 
 
-def _queues() -> list[Any]:
+def _queues_reset() -> None:
+    """Declare and empty Conveyor's job queues and its dead-letter queue."""
+    from bench.measure import queues_reset
     from config import broker
 
-    return [*broker.job_queues(), broker.dead_queue()]
-
-
-def _queues_reset() -> None:
-    from config.celery import app
-
-    with app.connection_for_write() as conn:
-        for queue in _queues():
-            queue(conn.channel()).declare()
-            conn.default_channel.queue_purge(queue.name)
+    queues_reset([*broker.job_queues(), broker.dead_queue()])
 
 
 def _tables_truncate(rig: Rig) -> None:

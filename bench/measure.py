@@ -179,7 +179,7 @@ def benchmark_run(args: Namespace, *, env: dict[str, str]) -> dict[str, Any]:
                                        log_dir=log_dir, staff_cookie=staff_cookie)
     finally:
         _processes_stop(started)
-        _queues_purge()
+        _queues_purge(_queues())
     machine["load_average_end"] = _load_average()
     results = {
         "started_at": started_at.isoformat(),
@@ -228,20 +228,24 @@ def _queues() -> list[Any]:
 
 
 def _queues_reset() -> None:
-    """Declare the benchmark's queues (anew when their arguments changed) and empty them."""
+    queues_reset(_queues())
+
+
+def queues_reset(queues: list[Any]) -> None:
+    """Declare `queues` (anew when their arguments changed) and empty them."""
     with conveyor_app.connection_for_write() as conn:
-        for queue in _queues():
+        for queue in queues:
             try:
                 queue(conn.channel()).declare()
             except PreconditionFailed:
                 queue(conn.channel()).delete()
                 queue(conn.channel()).declare()
-    _queues_purge()
+    _queues_purge(queues)
 
 
-def _queues_purge() -> None:
+def _queues_purge(queues: list[Any]) -> None:
     with conveyor_app.connection_for_write() as conn:
-        for queue in _queues():
+        for queue in queues:
             conn.default_channel.queue_purge(queue.name)
 
 
@@ -467,7 +471,7 @@ def _submit_measure(args: Namespace, *, webs: list[Web], generator: str, profile
 
     for web in webs:
         run(web, args.warmup_seconds)
-    _queues_purge()
+    _queues_purge(_queues())
     time.sleep(1)
     for web in webs:
         web.rss["idle"] = web.process.rss_bytes()
@@ -479,10 +483,10 @@ def _submit_measure(args: Namespace, *, webs: list[Web], generator: str, profile
                 measured[web.name].append(run(web, args.submit_seconds))
             web.rss["load"] = max(web.rss.get("load", 0), sampler.peak)
             print(f"  round {index + 1} {web.name}: {measured[web.name][-1].per_second:,.0f} requests/s")
-        _queues_purge()
+        _queues_purge(_queues())
     # Requests the load generator abandoned at its deadline still finish; let them, then clear up.
     time.sleep(2)
-    _queues_purge()
+    _queues_purge(_queues())
     _tables_truncate()
     throughput = _compared({name: [result.per_second for result in results] for name, results in measured.items()},
                            SUBMIT_TARGETS)

@@ -209,6 +209,8 @@ def test_a_task_job_is_a_job_everywhere_but_not_submittable_through_the_api(api_
     assert 'conveyor_jobs_submitted_total{kind="tests.tasks.task_functions.add"} 1.0' in metrics
 
 
+# The two tests below cover the two ways a @task's policy reaches the backend, one per Django line; `make test`
+# runs this module on Django 5.2 with django-tasks and again on Django 6.0, so each test runs in one of the two.
 @pytest.mark.skipif(django.VERSION >= (6, 0), reason="Django 6.0's @task takes no extra arguments")
 def test_the_decorators_extra_arguments_set_retry_policy_and_time_limits():
     from apps.jobs.registry import kind_get
