@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from celery import Task
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
+from celery.signals import task_postrun
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 
@@ -103,14 +104,10 @@ class JobTask(Task):
     store_errors_even_if_ignored = False
 
     def before_start(self, task_id: str, args: tuple, kwargs: dict) -> None:
-        # From here to after_return, every log line (Celery's "succeeded"/"rejected" lines too) names the
-        # job and the request that submitted it (the trace_id header the relay sends).
+        # From here to the delivery's end (`_delivery_end`), every log line (Celery's "succeeded"/"rejected"
+        # lines too) names the job and the request that submitted it (the trace_id header the relay sends).
         trace_id_var.set(getattr(self.request, "trace_id", None) or "")
         job_id_var.set(task_id)
-
-    def after_return(self, *args: Any, **kwargs: Any) -> None:
-        trace_id_var.set("")
-        job_id_var.set("")
 
     def __call__(self, job_id: str, generation: int = 0) -> Any:
         worker, kind = self.request.hostname or "", kind_for_task(self.name)
@@ -203,6 +200,26 @@ class JobTask(Task):
             return
         logger.info("Job %s: message of dispatch %d dropped: %s (the job is %s at dispatch %d)",
                     job_id, generation, start.verdict.value, start.status or "gone", start.generation)
+
+
+@task_postrun.connect
+def _delivery_end(sender: Task | None = None, retval: Any = None, **kwargs: Any) -> None:
+    """The end of every delivery of a job's message, whatever its outcome (Celery calls a task's after_return
+    only for some).
+
+    An outcome other than success leaves Celery's trace through Ignore or Reject, and Celery keeps that exception,
+    whose traceback holds the trace's own frame, in the same frame: a reference cycle, which only the garbage
+    collector's rare full collections free. Each holds two of Celery's ExceptionInfo copies of the traceback
+    (about 150 KB of small objects for its long trace function), so a worker retrying a thousand jobs held
+    hundreds of MiB until one ran, and kept most of it (`make bench --large`). Dropping the traceback here
+    breaks the cycle: the frame and its copies go as soon as the delivery ends.
+    """
+    if not isinstance(sender, JobTask):
+        return
+    trace_id_var.set("")
+    job_id_var.set("")
+    if isinstance(retval, BaseException):
+        retval.__traceback__ = None
 
 
 def _retry_or_give_up(*, job: Job, policy: RetryPolicy, exc: BaseException) -> AttemptEnd:
