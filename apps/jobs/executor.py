@@ -3,6 +3,12 @@
     fence and start (one statement) ─▶ perform the kind's function ─▶ record the outcome (one statement,
     committed before the message is acknowledged) ─▶ acknowledge, or reject into the dead queue on failure
 
+Celery sees one delivery, not the job: a delivery that ends the job's attempt in a retry or a cancellation, or
+that the fence refuses, returns a note saying so (Celery logs it and Flower shows it as the delivery's result)
+and its message is acknowledged. Only a failure leaves Celery's trace through an exception (Reject, into the
+dead queue): each such exception costs Celery two copies of the traceback, hundreds of KB for its long trace
+function, which a worker retrying thousands of jobs at 32 at a time did not give back (`make bench --large`).
+
 A kind's task function receives a JobRun (params, attempt, progress) and returns a small JSON result. Each
 outcome has one clause in `_perform`; each state change is a statement of apps/jobs/lifecycle.py. The worker
 never publishes a job's message: a retry is a row due in the outbox, which the relay publishes when due.
@@ -19,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from celery import Task
-from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import task_postrun
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -92,6 +98,17 @@ class AttemptEnd:
                 return True
         raise ValueError(f"An attempt cannot end {self.outcome!r}.")
 
+    def delivery_result(self) -> Any:
+        """What Celery logs and Flower shows as the delivery's result: the kind's result, or what happened."""
+        match self.outcome:
+            case Outcome.SUCCEEDED:
+                return self.result
+            case Outcome.RETRYING:
+                return f"Retrying in {self.delay:g} s: {self.error}"
+            case Outcome.CANCELLED:
+                return "Cancelled while it ran."
+        raise ValueError(f"An attempt that ended {self.outcome!r} has no delivery result.")
+
 
 class JobTask(Task):
     # Retries wait as rows in the outbox, not inside the worker.
@@ -113,8 +130,7 @@ class JobTask(Task):
         worker, kind = self.request.hostname or "", kind_for_task(self.name)
         start = self._start(job_id=job_id, generation=generation, worker=worker)
         if start.verdict is not Verdict.STARTED:
-            self._drop(job_id=job_id, generation=generation, start=start)
-            raise Ignore()
+            return self._drop(job_id=job_id, generation=generation, start=start)
         job = start.job
         try:
             if start.lost_in_a_row >= settings.CONVEYOR_DELIVERY_LIMIT:
@@ -134,9 +150,7 @@ class JobTask(Task):
                            job_id, job.attempts)
         if end.outcome == Outcome.FAILED:
             raise Reject(end.error, requeue=False)  # into the dead queue, for an operator to re-drive
-        if end.outcome != Outcome.SUCCEEDED:
-            raise Ignore()
-        return end.result
+        return end.delivery_result()
 
     def _start(self, *, job_id: str, generation: int, worker: str) -> lifecycle.Start:
         """The fence and the start. A message RabbitMQ delivers again because its worker died can come a moment
@@ -189,17 +203,18 @@ class JobTask(Task):
             logger.warning("%s: the message goes back to RabbitMQ to run later (%s)", what, exc)
             raise Reject(str(exc), requeue=True) from None
 
-    def _drop(self, *, job_id: str, generation: int, start: lifecycle.Start) -> None:
-        """Acknowledge a delivery the fence refused, saying why; a busy job is dispatched again shortly."""
+    def _drop(self, *, job_id: str, generation: int, start: lifecycle.Start) -> str:
+        """Say why the fence refused a delivery (acknowledged, not run); a busy job is dispatched again shortly."""
         if start.verdict is Verdict.BUSY:
             delay = settings.CONVEYOR_JOB_BUSY_RETRY_SECONDS
             self._database(lambda: lifecycle.dispatch_defer(job_id=job_id, generation=generation, seconds=delay),
                            f"deferring job {job_id}")
             logger.info("Job %s: message of dispatch %d not run: %s; dispatched again in %g s",
                         job_id, generation, start.verdict.value, delay)
-            return
+            return f"Not run: {start.verdict.value}; dispatched again in {delay:g} s."
         logger.info("Job %s: message of dispatch %d dropped: %s (the job is %s at dispatch %d)",
                     job_id, generation, start.verdict.value, start.status or "gone", start.generation)
+        return f"Not run: {start.verdict.value}."
 
 
 @task_postrun.connect
@@ -207,12 +222,10 @@ def _delivery_end(sender: Task | None = None, retval: Any = None, **kwargs: Any)
     """The end of every delivery of a job's message, whatever its outcome (Celery calls a task's after_return
     only for some).
 
-    An outcome other than success leaves Celery's trace through Ignore or Reject, and Celery keeps that exception,
-    whose traceback holds the trace's own frame, in the same frame: a reference cycle, which only the garbage
-    collector's rare full collections free. Each holds two of Celery's ExceptionInfo copies of the traceback
-    (about 150 KB of small objects for its long trace function), so a worker retrying a thousand jobs held
-    hundreds of MiB until one ran, and kept most of it (`make bench --large`). Dropping the traceback here
-    breaks the cycle: the frame and its copies go as soon as the delivery ends.
+    A delivery that leaves Celery's trace through Reject (a failure, or PostgreSQL out of reach) leaves the
+    exception, whose traceback holds the trace's own frame, in that frame: a reference cycle, which only the
+    garbage collector's rare full collections free, holding Celery's two copies of the traceback (about 300 KB
+    each). Dropping the traceback here breaks the cycle, so they go as the delivery ends.
     """
     if not isinstance(sender, JobTask):
         return

@@ -1,6 +1,7 @@
 """The end of a delivery as Celery's worker traces it, in this process against the real PostgreSQL: what a
 delivery leaves behind once it has ended."""
 import gc
+import re
 
 import pytest
 from billiard.einfo import ExceptionInfo
@@ -24,12 +25,16 @@ def delivered(kind: str, params: dict) -> tuple[Job, int]:
 
 
 @pytest.mark.parametrize(
-    ("kind", "params", "status"),
-    [("diagnostics.flaky", {"failures": 1}, "retrying"), ("diagnostics.fail", {"message": "no"}, "failed")],
+    ("kind", "params", "status", "celery_state", "result"),
+    [
+        ("diagnostics.flaky", {"failures": 1}, "retrying", "SUCCESS",
+         r"'Retrying in [0-9.]+ s: TransientJobError: Planned transient failure 1 of 1\.'"),
+        ("diagnostics.fail", {"message": "no"}, "failed", "REJECTED", None),
+    ],
 )
-def test_a_delivery_that_does_not_succeed_leaves_no_traceback_for_the_garbage_collector(kind, params, status):
-    # given a dispatched job whose first attempt fails (a retry leaves the trace through Ignore, a failure
-    # through Reject), and no garbage collection while its delivery runs
+def test_a_delivery_that_does_not_succeed_leaves_nothing_for_the_garbage_collector(kind, params, status, celery_state,
+                                                                                 result):
+    # given a dispatched job whose first attempt fails, and no garbage collection while its delivery runs
     job, generation = delivered(kind, params)
     task = current_app.tasks[kind]
     trace = build_tracer(task.name, task, app=current_app, eager=True, propagate=False)
@@ -37,13 +42,33 @@ def test_a_delivery_that_does_not_succeed_leaves_no_traceback_for_the_garbage_co
     gc.disable()
     try:
         # when the worker's tracer runs its delivery
-        trace(str(job.id), (str(job.id), generation), {},
-              request={"hostname": "w@test", "delivery_info": {}, "trace_id": "t-1"})
-        # then the outcome is stored, and none of Celery's copies of the traceback is still held
+        traced = trace(str(job.id), (str(job.id), generation), {},
+                       request={"hostname": "w@test", "delivery_info": {}, "trace_id": "t-1"})
+        state, retval = (traced.info.state if traced.info else "SUCCESS"), traced.retstr
+        del traced  # the eager tracer hands back what the worker's drops
+        # then none of Celery's copies of a traceback is still held: a retry is acknowledged without one, and a
+        # failure's (Reject, into the dead queue) goes with the delivery
         held = [obj for obj in gc.get_objects() if isinstance(obj, ExceptionInfo)]
     finally:
         gc.enable()
+    assert held == []
     job.refresh_from_db()
     assert job.status == status
-    assert held == []
+    assert state == celery_state
+    if result is not None:
+        assert re.fullmatch(result, retval)  # what Celery logs and Flower shows for the delivery
     assert (trace_id_var.get(), job_id_var.get()) == ("", "")  # the logs of what the thread does next name no job
+
+
+def test_a_delivery_the_fence_refuses_is_acknowledged_with_the_reason():
+    # given a job whose message was already run (a duplicate delivery of a finished job)
+    job, generation = delivered("diagnostics.noop", {})
+    task = current_app.tasks["diagnostics.noop"]
+    trace = build_tracer(task.name, task, app=current_app, eager=True, propagate=False)
+    request = {"hostname": "w@test", "delivery_info": {}}
+    assert trace(str(job.id), (str(job.id), generation), {}, request=request).retval == {}
+    # when the same message is delivered again, then it is not run, and the delivery says why
+    traced = trace(str(job.id), (str(job.id), generation), {}, request=request)
+    assert traced.info is None and traced.retval == "Not run: the job has finished."
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == ("succeeded", 1)
