@@ -11,6 +11,7 @@ from celery.app.trace import build_tracer
 from apps.jobs import lifecycle
 from apps.jobs.context import job_id_var, trace_id_var
 from apps.jobs.models import Job
+from tests.jobs.test_lifecycle import dispatched
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -19,9 +20,7 @@ def delivered(kind: str, params: dict) -> tuple[Job, int]:
     """A job recorded and dispatched as the relay does; the generation its message carries."""
     job = Job(kind=kind, queue="default", params=params)
     lifecycle.job_record(job=job)
-    [dispatch] = [d for d in lifecycle.dispatch_claim(kinds=[kind], limit=100) if d.job_id == job.id]
-    lifecycle.dispatch_confirm(dispatches=[dispatch])
-    return job, dispatch.generation
+    return job, dispatched(job)
 
 
 @pytest.mark.parametrize(
